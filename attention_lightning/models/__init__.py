@@ -1,0 +1,1 @@
+"""One LightningModule per paper; each file registers itself (see ``attention_lightning.registry``)."""

@@ -1,0 +1,149 @@
+"""DHAM: differentiable hard attention module (a Spatial Transformer restricted to shift and scale).
+
+A short conv head without pooling ends in one map; its spatial softmax is a pmf over positions whose
+expectation gives the translation (tx, ty) and whose expected L1/L2 distance from it, times a factor,
+gives the half size s of a square crop. A bilinear sampler cuts that crop (default 28x28) out of the
+input image and a small CNN classifies it. Only cross-entropy trains the head: the gradient reaches it
+through the sampler (d crop / d (tx, ty, s)) and the moments. Works on any input size.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..attention import Attention
+from ..nn.affine_crop import affine_crop
+from ..nn.coords import box_from_center
+from ..nn.spatial_softmax import PmfMoments, spatial_softmax_moments
+from ..registry import register_model
+from .base import AttentionModel
+
+
+class AttentionHead(nn.Module):
+    """Conv layers without pooling ending in one logit map; ``padding='same'|'valid'``.
+
+    ``stride`` > 1 applies to the first conv only (a cheaper, coarser map on large inputs); map cell i
+    then sits on input pixel ``i * stride + offset``, which the moments use, so the crop stays aligned.
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], kernel_size: int, padding: str, stride: int = 1) -> None:
+        super().__init__()
+        if padding not in ("same", "valid"):
+            raise ValueError(f"head padding {padding!r} is not supported; use --head_padding=same or valid")
+        if kernel_size % 2 == 0:
+            raise ValueError(f"--head_kernel={kernel_size} must be odd so each map cell has a centre pixel")
+        if stride < 1:
+            raise ValueError(f"--head_stride={stride} must be at least 1")
+        r = kernel_size // 2
+        pad = r if padding == "same" else 0
+        layers, c, widths = [], in_channels, list(channels) + [1]
+        for i, out in enumerate(widths):
+            layers.append(nn.Conv2d(c, out, kernel_size, stride=stride if i == 0 else 1, padding=pad))
+            if i < len(widths) - 1:
+                layers += [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            c = out
+        self.net = nn.Sequential(*layers)
+        self.stride = stride
+        # map cell i is centred on input pixel i * stride + offset: the first conv's window centre is at
+        # input pixel stride*i - pad + r; each later unpadded conv moves it by r cells (r*stride pixels)
+        later = 0 if padding == "same" else (len(widths) - 1) * r * stride
+        self.offset = r - pad + later
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images).squeeze(1)  # (B, H - 2*offset, W - 2*offset)
+
+
+class SmallCNN(nn.Module):
+    """Classifier of the crop: conv-pool blocks then an MLP."""
+
+    def __init__(self, in_channels: int, channels: Sequence[int], hidden: int, num_classes: int) -> None:
+        super().__init__()
+        layers, c = [], in_channels
+        for out in channels:
+            layers += [nn.Conv2d(c, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c = out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(3), nn.Flatten())
+        self.mlp = nn.Sequential(nn.Linear(c * 9, hidden), nn.ReLU(inplace=True), nn.Dropout(0.2), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(self.features(x))
+
+
+@register_model("dham", "Differentiable hard attention: conv head -> spatial softmax -> shift/scale crop -> CNN")
+class DHAM(AttentionModel):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        head_channels: Sequence[int] = (16,),
+        head_kernel: int = 5,
+        head_padding: str = "same",
+        head_stride: int = 2,
+        crop_size: int = 28,
+        scale_norm: str = "l2",
+        scale_factor: float = 2.0,
+        learn_scale_factor: bool = True,
+        classifier_channels: Sequence[int] = (32, 64),
+        classifier_hidden: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(num_classes, lr, weight_decay)
+        self.save_hyperparameters()
+        if scale_norm not in ("l1", "l2"):
+            raise ValueError(f"--scale_norm={scale_norm!r} is not supported; use l1 or l2")
+        self.check_positive(crop_size=crop_size, scale_factor=scale_factor, lr=lr)
+        self.head = AttentionHead(in_channels, head_channels, head_kernel, head_padding, head_stride)
+        log_factor = torch.tensor(float(scale_factor)).log()
+        if learn_scale_factor:
+            self.log_scale_factor = nn.Parameter(log_factor)
+        else:
+            self.register_buffer("log_scale_factor", log_factor)
+        self.classifier = SmallCNN(in_channels, classifier_channels, classifier_hidden, num_classes)
+
+    def locate(self, images: Tensor) -> Tuple[PmfMoments, Tensor]:
+        """The attention pmf with its moments, and the crop half size s (B,), for (B, C, H, W) images."""
+        h, w = images.shape[-2:]
+        if min(h, w) <= 2 * self.head.offset + self.head.stride:
+            raise ValueError(
+                f"image {h}x{w} is too small for a valid-padded head that trims {self.head.offset} pixels per side; "
+                f"use --head_padding=same or a smaller --head_kernel"
+            )
+        logits = self.head(images)  # (B, h', w')
+        moments = spatial_softmax_moments(logits, self.hparams.scale_norm, self.head.offset, (h, w), self.head.stride)
+        half = self.log_scale_factor.exp() * moments.spread  # (B,)
+        return moments, half
+
+    def crop(self, images: Tensor) -> Tuple[Tensor, PmfMoments, Tensor]:
+        moments, half = self.locate(images)
+        view = affine_crop(images, moments.center, half, self.hparams.crop_size)  # (B, C, crop, crop)
+        return view, moments, half
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.classifier(self.crop(images)[0])  # (B, K)
+
+    def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
+        images, labels = batch
+        view, moments, half = self.crop(images)
+        logits = self.classifier(view)
+        if stage != "test":
+            for name, v in (("s", half), ("tx", moments.center[:, 0]), ("ty", moments.center[:, 1])):
+                self.log(f"{stage}/{name}_mean", v.mean().detach(), on_step=False, on_epoch=True)
+                self.log(f"{stage}/{name}_std", v.std().detach() if v.numel() > 1 else v.new_zeros(()),
+                         on_step=False, on_epoch=True)
+        return {"ce": F.cross_entropy(logits, labels)}, logits
+
+    @torch.no_grad()
+    def attention(self, batch: Any) -> Attention:
+        images = self.inputs(batch)
+        view, moments, half = self.crop(images)
+        probs = self.classifier(view).softmax(-1)
+        box = box_from_center(moments.center, half)  # (B, 4)
+        return Attention(
+            images=images, probs=probs[:, None], boxes=box[:, None, None], maps=moments.pmf[:, None],
+            views=view[:, None], labels=batch[1] if isinstance(batch, (list, tuple)) else None, map_title="pmf",
+        )

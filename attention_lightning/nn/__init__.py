@@ -1,0 +1,1 @@
+"""Building blocks: plain ``nn.Module``s and functions. Nothing here imports Lightning."""

@@ -1,0 +1,100 @@
+"""One registry of models and datamodules by name: the CLI, the tests and the README table read it.
+
+A new model is one file that decorates its class::
+
+    @register_model("dham", "Differentiable hard attention: spatial softmax -> crop -> CNN")
+    class DHAM(AttentionModel): ...
+
+Modules under ``attention_lightning.models`` and ``datamodules`` are imported on first lookup, so
+registering never needs an edit anywhere else.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Type, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    cls: type
+    description: str
+
+
+_MODELS: Dict[str, Entry] = {}
+_DATAMODULES: Dict[str, Entry] = {}
+_PACKAGES = {"model": "attention_lightning.models", "datamodule": "datamodules"}
+_loaded = False
+
+
+class RegistryError(ValueError):
+    """An unknown or duplicate name; the message lists the valid names."""
+
+
+def _register(table: Dict[str, Entry], kind: str, name: str, description: str) -> Callable[[Type[T]], Type[T]]:
+    def wrap(cls: Type[T]) -> Type[T]:
+        if name in table and table[name].cls.__qualname__ != cls.__qualname__:
+            raise RegistryError(f"{kind} name {name!r} is registered twice ({table[name].cls} and {cls})")
+        table[name] = Entry(name, cls, description)
+        cls.registry_name = name  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def register_model(name: str, description: str) -> Callable[[Type[T]], Type[T]]:
+    """Class decorator: make a LightningModule available as ``--model=name``."""
+    return _register(_MODELS, "model", name, description)
+
+
+def register_datamodule(name: str, description: str) -> Callable[[Type[T]], Type[T]]:
+    """Class decorator: make a LightningDataModule available as ``--data=name``."""
+    return _register(_DATAMODULES, "datamodule", name, description)
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for package in _PACKAGES.values():
+        pkg = importlib.import_module(package)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package}.{info.name}")
+
+
+def _lookup(table: Dict[str, Entry], kind: str, name: str) -> Entry:
+    _load_all()
+    if name not in table:
+        close = difflib.get_close_matches(name, list(table), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise RegistryError(
+            f"unknown {kind} {name!r}.{hint} Valid {kind}s: {', '.join(sorted(table))} (see `python cli.py list`)"
+        )
+    return table[name]
+
+
+def get_model(name: str) -> Entry:
+    return _lookup(_MODELS, "model", name)
+
+
+def get_datamodule(name: str) -> Entry:
+    return _lookup(_DATAMODULES, "datamodule", name)
+
+
+def models() -> List[Entry]:
+    """All registered models, sorted by name."""
+    _load_all()
+    return [_MODELS[k] for k in sorted(_MODELS)]
+
+
+def datamodules() -> List[Entry]:
+    """All registered datamodules, sorted by name."""
+    _load_all()
+    return [_DATAMODULES[k] for k in sorted(_DATAMODULES)]

@@ -1,0 +1,71 @@
+"""attention-lightning command line (fire).
+
+    python cli.py list
+    python cli.py fit [--model=dham] [--data=cluttered_mnist] [--config=configs/X.yaml] [--any_flag=value ...]
+    python cli.py test --ckpt=runs/.../checkpoints/last.ckpt
+
+Every other flag is routed by name to the model, the datamodule or ``pl.Trainer`` (prefix with
+``model.``, ``data.`` or ``trainer.`` when two take the same name). See README.md.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import fire
+
+from attention_lightning import experiment, registry
+from attention_lightning.experiment import UserError
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _print_summary(summary: dict) -> None:
+    test = summary.get("test") or {}
+    if summary.get("digits"):
+        print(f"digits:          {summary['digits']}")
+    for key in sorted(test):
+        print(f"{key + ':':<16} {test[key]:.4f}")
+    for key in ("best_checkpoint", "last_checkpoint", "checkpoint", "run_dir"):
+        if summary.get(key):
+            print(f"{key.replace('_', ' ') + ':':<16} {summary[key]}")
+
+
+def list_() -> None:
+    """Print the registered models and datamodules with a one-line description each."""
+    print("models (--model=NAME):")
+    for e in registry.models():
+        print(f"  {e.name:<18} {e.description}")
+    print("datamodules (--data=NAME):")
+    for e in registry.datamodules():
+        print(f"  {e.name:<18} {e.description}")
+
+
+def fit(**flags: Any) -> None:
+    """Train --model on --data, then test the best checkpoint; prints test metrics and paths."""
+    try:
+        _print_summary(experiment.fit(flags))
+    except UserError as e:
+        _fail(str(e))
+
+
+def test(**flags: Any) -> None:
+    """Test a checkpoint: --ckpt=PATH [datamodule or trainer flags]."""
+    try:
+        _print_summary(experiment.test(flags))
+    except UserError as e:
+        _fail(str(e))
+
+
+COMMANDS = {"list": list_, "fit": fit, "test": test}
+
+
+def main() -> None:
+    fire.Fire(COMMANDS)
+
+
+if __name__ == "__main__":
+    main()

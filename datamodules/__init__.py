@@ -1,0 +1,1 @@
+"""LightningDataModules, one file per source; each registers itself with ``@register_datamodule``."""
