@@ -7,6 +7,8 @@ Variants (``variant=``):
 - ``cluttered``: translated, plus ``clutter`` 8x8 pieces cut from random other digits at random places
   (RAM: 60x60 with 4 pieces, 100x100 with 8).
 
+``channels=3`` repeats the grey canvas as RGB (e.g. a 32x32 three-channel digit canvas for PHAM).
+
 Each val/test item is drawn from a generator seeded by (data_seed, split, index): identical across runs,
 workers and ranks. A train item also mixes in one draw from torch's RNG, so train images change every
 epoch yet repeat exactly under the same ``--seed``. Val digits are carved out of the train digits
@@ -42,12 +44,13 @@ class CanvasDigits(Dataset):
     def __init__(
         self, images: Tensor, labels: Tensor, length: int, split: str, canvas: int,
         scale_range: Tuple[float, float], clutter: int, clutter_size: int, snr: Optional[float], data_seed: int,
+        channels: int = 1,
     ) -> None:
         self.images = images.numpy() if isinstance(images, Tensor) else images  # (N, 28, 28) uint8
         self.labels = labels.numpy() if isinstance(labels, Tensor) else labels   # (N,)
         self.length, self.split, self.canvas = length, split, canvas
         self.scale_range, self.clutter, self.clutter_size, self.snr = scale_range, clutter, clutter_size, snr
-        self.data_seed = data_seed
+        self.data_seed, self.channels = data_seed, channels
         self.max_side = int(round(28 * max(scale_range)))
         if self.max_side > canvas:
             raise ValueError(
@@ -90,7 +93,8 @@ class CanvasDigits(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Tensor, int]:
         out, label, _ = self.render(index)
-        return torch.from_numpy(out)[None], label  # (1, H, W)
+        image = torch.from_numpy(out)[None]  # (1, H, W)
+        return (image.expand(self.channels, -1, -1).contiguous() if self.channels > 1 else image), label  # (C, H, W)
 
 
 @register_datamodule("cluttered_mnist", "MNIST digits on a larger canvas, made on the fly: dham | translated | cluttered")
@@ -113,6 +117,7 @@ class ClutteredMNIST(BaseDataModule):
         test_size: Optional[int] = None,
         val_fraction: float = 0.1,
         data_seed: int = 0,
+        channels: int = 1,
         batch_size: int = 128,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -130,8 +135,10 @@ class ClutteredMNIST(BaseDataModule):
             raise ValueError(f"--snr={snr} must be positive (noise std = 1/snr of the digit's peak intensity)")
         if not 0 < val_fraction < 1:
             raise ValueError(f"--val_fraction={val_fraction} must be in (0, 1)")
+        if channels not in (1, 3):
+            raise ValueError(f"--channels={channels} must be 1 (grey) or 3 (the grey digit repeated as RGB)")
         self.save_hyperparameters()
-        self.dims = (1, self.canvas, self.canvas)
+        self.dims = (channels, self.canvas, self.canvas)
         self.digit_source: Optional[str] = None
 
     def prepare_data(self) -> None:
@@ -153,7 +160,7 @@ class ClutteredMNIST(BaseDataModule):
         n_val = max(1, int(round(n * hp.val_fraction)))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         common = dict(canvas=self.canvas, scale_range=self.scale_range, clutter=self.clutter,
-                      clutter_size=hp.clutter_size, snr=hp.snr, data_seed=hp.data_seed)
+                      clutter_size=hp.clutter_size, snr=hp.snr, data_seed=hp.data_seed, channels=hp.channels)
         self.train_set = CanvasDigits(digits.train_images[train_idx], digits.train_labels[train_idx],
                                       hp.train_size, "train", **common)
         self.val_set = CanvasDigits(digits.train_images[val_idx], digits.train_labels[val_idx],
