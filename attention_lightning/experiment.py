@@ -25,7 +25,7 @@ LOGGERS = ("csv", "tensorboard", "wandb", "none")
 CLI_FLAGS = ("model", "data", "config", "seed", "ckpt", "resume", "logger", "run_name", "out", "num_images")
 TRAINER_MANAGED = ("logger", "callbacks", "enable_checkpointing")  # built here, not by flag
 DEFAULTS: Dict[str, Any] = {"model": "dham", "data": "cluttered_mnist", "seed": 0, "logger": "csv",
-                            "max_epochs": 10, "default_root_dir": "runs"}
+                            "max_epochs": 6, "default_root_dir": "runs"}
 CKPT_KEY = "attention_lightning"
 
 
@@ -197,9 +197,42 @@ def make_trainer(p: Plan, run_dir: Path, extra_callbacks: Optional[List[Callback
         raise UserError(f"invalid Trainer flags: {str(e).splitlines()[0]}") from None
 
 
-def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = None) -> Dict[str, Any]:
-    """Train, then test the best checkpoint; returns a summary dict (printed by the CLI)."""
+def fit_stages(flags: Mapping[str, Any], p: Plan, stages: List[Any],
+               extra_callbacks: Optional[List[Callback]] = None) -> Dict[str, Any]:
+    """Run a model's training stages in sequence (e.g. PHAM's ``--phase=all``).
+
+    ``stages`` is the model class's ``stages(model_kwargs)``: ``(label, model flag updates)`` pairs. Each
+    stage is one ``fit`` in its own run dir ``<run_name>-<label>``, started (``--init_from``) from the
+    previous stage's best checkpoint, or its last one when there is no best (e.g. ``fast_dev_run``).
+    """
+    name = p.cli.get("run_name") or f"{p.model_name}-{p.data_name}"
+    done: Dict[str, Any] = {}
+    summary: Dict[str, Any] = {}
+    init = None
+    for label, update in stages:
+        stage_flags = {**flags, **{f"model.{k}": v for k, v in update.items()}, "run_name": f"{name}-{label}"}
+        if init:
+            stage_flags["model.init_from"] = init
+        summary = fit(stage_flags, extra_callbacks, save_last=True)
+        done[label] = summary
+        if summary.get("interrupted"):
+            break
+        init = summary.get("best_checkpoint") or summary["last_checkpoint"]
+    return {**summary, "stages": done}
+
+
+def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = None,
+        save_last: bool = False) -> Dict[str, Any]:
+    """Train, then test the best checkpoint; returns a summary dict (printed by the CLI).
+
+    A model class whose ``stages(model_kwargs)`` returns stages is trained by ``fit_stages``;
+    ``save_last`` writes ``last.ckpt`` even when the Trainer wrote none (``fast_dev_run``).
+    """
     p = plan(flags)
+    stages = getattr(registry.get_model(p.model_name).cls, "stages", None)
+    stage_list = stages(dict(p.model_kwargs)) if callable(stages) else []
+    if stage_list:
+        return fit_stages(flags, p, stage_list, extra_callbacks)
     pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
     root = p.trainer_kwargs.pop("default_root_dir", DEFAULTS["default_root_dir"])
     name = p.cli.get("run_name") or f"{p.model_name}-{p.data_name}"
@@ -222,7 +255,10 @@ def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = No
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
     summary["best_checkpoint"] = best or None
     summary["last_checkpoint"] = str(run_dir / "checkpoints" / "last.ckpt")
+    if save_last and not trainer.interrupted and not Path(summary["last_checkpoint"]).is_file():
+        trainer.save_checkpoint(summary["last_checkpoint"])  # the next stage starts from it
     if trainer.interrupted:
+        summary["interrupted"] = True
         return summary
     if not trainer.fast_dev_run and trainer.limit_test_batches != 0:
         results = trainer.test(model, datamodule=dm, ckpt_path="best" if best else None, verbose=False, weights_only=False)

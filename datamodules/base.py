@@ -11,6 +11,10 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset
 
 
+class DatasetError(ValueError):
+    """A missing or malformed dataset folder or a corrupt file; the message names the path and the fix."""
+
+
 class BaseDataModule(pl.LightningDataModule):
     num_classes: int = 0
     dims: Tuple[int, int, int] = (0, 0, 0)

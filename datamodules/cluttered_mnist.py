@@ -67,8 +67,9 @@ class CanvasDigits(Dataset):
             key.append(int(torch.randint(0, 2**62, ()).item()))  # advances with torch's (worker) RNG
         return np.random.default_rng(key)
 
-    def render(self, index: int) -> Tuple[np.ndarray, int, Tuple[int, int, int]]:
-        """Canvas (H, W) float32, label, and the digit's box (x0, y0, side) in pixels."""
+    def render(self, index: int) -> Tuple[np.ndarray, int, dict]:
+        """Canvas (H, W) float32, label, and where things went: ``digit`` (x0, y0, side) and ``clutter``
+        [(x0, y0, side), ...] in pixels."""
         rng = self.rng(index)
         n = len(self.labels)
         d = int(rng.integers(n)) if self.split == "train" else index % n
@@ -78,18 +79,20 @@ class CanvasDigits(Dataset):
         if side != 28:
             digit = np.asarray(Image.fromarray(digit).resize((side, side), Image.BILINEAR))
         canvas = np.zeros((self.canvas, self.canvas), dtype=np.uint8)
+        pieces = []
         for _ in range(self.clutter):
             src = self.images[int(rng.integers(n))]
             r, c = rng.integers(0, 28 - self.clutter_size + 1, size=2)
             y, x = rng.integers(0, self.canvas - self.clutter_size + 1, size=2)
             k = self.clutter_size
+            pieces.append((int(x), int(y), k))
             np.maximum(canvas[y:y + k, x:x + k], src[r:r + k, c:c + k], out=canvas[y:y + k, x:x + k])
         y, x = rng.integers(0, self.canvas - side + 1, size=2)
         np.maximum(canvas[y:y + side, x:x + side], digit, out=canvas[y:y + side, x:x + side])
         out = canvas.astype(np.float32) / 255.0
         if self.snr is not None:
             out += rng.normal(0.0, 1.0 / self.snr, size=out.shape).astype(np.float32)
-        return out, int(self.labels[d]), (int(x), int(y), side)
+        return out, int(self.labels[d]), {"digit": (int(x), int(y), side), "clutter": pieces}
 
     def __getitem__(self, index: int) -> Tuple[Tensor, int]:
         out, label, _ = self.render(index)

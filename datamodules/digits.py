@@ -8,6 +8,7 @@ MNIST when it can be read or downloaded, else the embedded subset, announced lou
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import logging
@@ -55,6 +56,7 @@ def embedded_path() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
 def load_embedded() -> DigitSet:
     """The 5,000 embedded digits: per class, the first 400 for train and the last 100 for test."""
     with gzip.open(embedded_path(), "rt") as f:

@@ -1,0 +1,67 @@
+import inspect
+from typing import Literal, Optional, Sequence, Tuple, Union
+
+import pytest
+
+from attention_lightning.flags import FlagError, conforms, parameters, route
+
+
+def model(lr: float = 1e-3, glimpses: int = 6, core: str = "rnn", sizes: Sequence[int] = (8,), shared: int = 1):
+    pass
+
+
+def data(batch_size: int = 32, snr: Optional[float] = None, shared: int = 2,
+         scale_range: Optional[Tuple[float, float]] = None):
+    pass
+
+
+def trainer(max_epochs: Optional[int] = None, precision: Literal["32", "bf16-mixed"] = "32",
+            devices: Union[int, str] = "auto"):
+    pass
+
+
+SIGS = {"model": parameters(model), "data": parameters(data), "trainer": parameters(trainer)}
+
+
+def test_flags_go_where_their_names_are_taken():
+    routed, own = route({"lr": 3e-4, "batch_size": 8, "max_epochs": 2, "precision": "bf16-mixed", "seed": 3,
+                         "glimpses": 4, "devices": 2, "snr": 2}, SIGS, own=("seed",))
+    assert routed == {"model": {"lr": 3e-4, "glimpses": 4}, "data": {"batch_size": 8, "snr": 2},
+                      "trainer": {"max_epochs": 2, "precision": "bf16-mixed", "devices": 2}}
+    assert own == {"seed": 3}
+
+
+def test_unknown_flag_names_the_closest_valid_flags():
+    with pytest.raises(FlagError, match=r"unknown flag --lrr; did you mean --lr\?"):
+        route({"lrr": 1}, SIGS)
+    with pytest.raises(FlagError, match="--glimpses"):
+        route({"glimpse": 3}, SIGS)
+
+
+def test_ambiguous_flag_asks_for_a_prefix_and_prefix_resolves_it():
+    with pytest.raises(FlagError, match=r"ambiguous.*--model.shared or --data.shared"):
+        route({"shared": 5}, SIGS)
+    routed, _ = route({"model.shared": 5, "data.shared": 6}, SIGS)
+    assert routed["model"] == {"shared": 5} and routed["data"] == {"shared": 6}
+
+
+def test_wrong_types_are_rejected_with_the_expected_type():
+    with pytest.raises(FlagError, match=r"--lr='abc' has the wrong type: model expects float"):
+        route({"lr": "abc"}, SIGS)
+    with pytest.raises(FlagError, match="--glimpses"):
+        route({"glimpses": 2.5}, SIGS)
+    with pytest.raises(FlagError, match="--precision"):
+        route({"precision": "fp8"}, SIGS)
+
+
+def test_small_coercions():
+    routed, _ = route({"sizes": 16, "lr": 1, "scale_range": (0.5, 1.0)}, SIGS)
+    assert routed["model"] == {"sizes": [16], "lr": 1}
+    assert routed["data"] == {"scale_range": (0.5, 1.0)}
+
+
+def test_conforms_on_typing_forms():
+    assert conforms(None, Optional[int]) and not conforms("x", Optional[int])
+    assert conforms([1, 2], Sequence[int]) and not conforms([1, "a"], Sequence[int])
+    assert conforms(True, bool) and not conforms(1, bool) and not conforms(True, int)
+    assert conforms("anything", inspect.Parameter.empty)
