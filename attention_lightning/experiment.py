@@ -7,6 +7,7 @@ and the logger's files.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -20,10 +21,12 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from . import registry
 from .flags import FlagError, parameters, route
+from .models.base import NonFiniteLossError
+from .runio import AppendingCSVLogger, AtomicCheckpointIO
 
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
 CLI_FLAGS = ("model", "data", "config", "seed", "ckpt", "resume", "logger", "run_name", "out", "num_images")
-TRAINER_MANAGED = ("logger", "callbacks", "enable_checkpointing")  # built here, not by flag
+TRAINER_MANAGED = ("logger", "callbacks", "enable_checkpointing", "plugins")  # built here, not by flag
 DEFAULTS: Dict[str, Any] = {"model": "dham", "data": "cluttered_mnist", "seed": 0, "logger": "csv",
                             "max_epochs": 6, "default_root_dir": "runs"}
 CKPT_KEY = "attention_lightning"
@@ -31,6 +34,17 @@ CKPT_KEY = "attention_lightning"
 
 class UserError(ValueError):
     """Bad input from the command line; the CLI prints its message as one line."""
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn the errors a user can fix (bad data found while loading, a non-finite loss) into one-line ones."""
+    from datamodules.base import DatasetError
+
+    try:
+        yield
+    except (DatasetError, NonFiniteLossError) as e:
+        raise UserError(str(e).strip().splitlines()[-1] if isinstance(e, DatasetError) else str(e)) from None
 
 
 def load_config(path: str) -> Dict[str, Any]:
@@ -142,8 +156,7 @@ def make_logger(kind: str, run_dir: Path, run_name: str, project: str = "attenti
     if kind == "none":
         return False
     if kind == "csv":
-        from pytorch_lightning.loggers import CSVLogger
-        return CSVLogger(root, name=run_name, version=version)
+        return AppendingCSVLogger(root, name=run_name, version=version)
     if kind == "tensorboard":
         from pytorch_lightning.loggers import TensorBoardLogger
         return TensorBoardLogger(root, name=run_name, version=version, default_hp_metric=False)
@@ -191,6 +204,7 @@ def make_trainer(p: Plan, run_dir: Path, extra_callbacks: Optional[List[Callback
         return pl.Trainer(
             logger=make_logger(p.cli["logger"], run_dir, run_dir.parent.name),
             callbacks=callbacks_for(run_dir, [info, *(extra_callbacks or [])]),
+            plugins=[AtomicCheckpointIO()],
             **kwargs,
         )
     except (ValueError, TypeError) as e:  # e.g. --devices=3 on a 1-GPU machine, bad --strategy
@@ -249,7 +263,8 @@ def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = No
     dm = build_datamodule(p)
     model = build_model(p, dm)
     trainer = make_trainer(p, run_dir, extra_callbacks)
-    trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=False)
+    with user_errors():
+        trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     summary: Dict[str, Any] = {"run_dir": str(run_dir), "digits": getattr(dm, "digit_source", None)}
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
@@ -261,7 +276,9 @@ def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = No
         summary["interrupted"] = True
         return summary
     if not trainer.fast_dev_run and trainer.limit_test_batches != 0:
-        results = trainer.test(model, datamodule=dm, ckpt_path="best" if best else None, verbose=False, weights_only=False)
+        with user_errors():
+            results = trainer.test(model, datamodule=dm, ckpt_path="best" if best else None, verbose=False,
+                                   weights_only=True)
         summary["test"] = results[0] if results else {}
     summary["global_step"] = trainer.global_step
     return summary
@@ -284,8 +301,9 @@ def test(flags: Mapping[str, Any]) -> Dict[str, Any]:
     pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
     dm = build_datamodule(p)
     cls = registry.get_model(p.model_name).cls
-    model = cls.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=False)
+    model = cls.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
     kwargs = {k: v for k, v in p.trainer_kwargs.items() if k not in ("max_epochs", "default_root_dir")}
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **kwargs)
-    results = trainer.test(model, datamodule=dm, verbose=False, weights_only=False)
+    with user_errors():
+        results = trainer.test(model, datamodule=dm, verbose=False, weights_only=True)
     return {"test": results[0] if results else {}, "checkpoint": str(ckpt), "digits": getattr(dm, "digit_source", None)}

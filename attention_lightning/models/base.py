@@ -7,6 +7,7 @@ overrides ``validation_step``/``test_step`` only to log extra curves (calling ``
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Dict, Tuple
 
 import pytorch_lightning as pl
@@ -52,6 +53,14 @@ class AttentionModel(pl.LightningModule):
         return batch[0]
 
     # --- shared wiring -----------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # Every rank was seeded alike (pl.seed_everything); give each its own stream so stochastic parts
+        # (sampled locations, random glimpses, z samples, on-the-fly train data) differ across ranks while a
+        # rerun with the same --seed repeats exactly. Weights are already synced by the strategy.
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        if seed is not None and self.trainer.world_size > 1:
+            torch.manual_seed(int(seed) + 7919 * self.global_rank)
+
     def _total(self, terms: Dict[str, Tensor], stage: str) -> Tensor:
         total = sum(terms.values())
         if not torch.isfinite(total):
@@ -66,21 +75,22 @@ class AttentionModel(pl.LightningModule):
                  sync_dist=stage != "train")
         return total
 
-    def _step(self, batch: Any, stage: str) -> Tensor:
+    def _step(self, batch: Any, stage: str) -> Dict[str, Tensor]:
         terms, logits = self.loss_terms(batch, stage)
         loss = self._total(terms, stage)
         metric = getattr(self, f"{stage}_acc")
-        metric(logits.detach(), self.targets(batch))
+        targets = self.targets(batch)
+        metric(logits.detach(), targets)
         self.log(f"{stage}/acc", metric, prog_bar=True, on_step=stage == "train", on_epoch=True)
-        return loss
+        return {"loss": loss, "preds": logits.detach().argmax(-1), "targets": targets}
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> Dict[str, Tensor]:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def validation_step(self, batch: Any, batch_idx: int) -> Dict[str, Tensor]:
         return self._step(batch, "val")
 
-    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+    def test_step(self, batch: Any, batch_idx: int) -> Dict[str, Tensor]:
         return self._step(batch, "test")
 
     def configure_optimizers(self):
