@@ -9,18 +9,19 @@ Variants (``variant=``):
 
 ``channels=3`` repeats the grey canvas as RGB (e.g. a 32x32 three-channel digit canvas for PHAM).
 
-Each val/test item is drawn from a generator seeded by (data_seed, split, index): identical across runs,
-workers and ranks. A train item also mixes in one draw from torch's RNG, so train images change every
-epoch yet repeat exactly under the same ``--seed``. Val digits are carved out of the train digits
+Each val/test item's random numbers come from a counter-based hash of (data_seed, split, index):
+identical across runs, workers, ranks and batch compositions. A train item also mixes in one draw from
+torch's RNG, so train images change every epoch yet repeat exactly under the same ``--seed``. Batches are
+rendered at once (``__getitems__``), vectorized over the batch. Val digits are carved out of the train digits
 (``val_fraction`` of them, fixed), test uses the test digits. Pixels are float32 in [0, 1] (before noise).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -61,43 +62,100 @@ class CanvasDigits(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def rng(self, index: int) -> np.random.Generator:
-        key = [self.data_seed, SPLIT_IDS[self.split], index]
+    def uniforms(self, indices: np.ndarray, draws: int) -> np.ndarray:
+        """(B, draws) uniforms in [0, 1) from a counter-based hash (splitmix64) of (data_seed, split, index),
+        plus, for train, one draw of torch's RNG per item so train images change every epoch."""
+        h = _mix(np.full(len(indices), self.data_seed, dtype=np.uint64) + _GOLDEN)
+        h = _mix(h ^ np.uint64(SPLIT_IDS[self.split]))
+        h = _mix(h ^ indices.astype(np.uint64))
         if self.split == "train":
-            key.append(int(torch.randint(0, 2**62, ()).item()))  # advances with torch's (worker) RNG
-        return np.random.default_rng(key)
+            h = _mix(h ^ torch.randint(0, 2**62, (len(indices),)).numpy().astype(np.uint64))
+        steps = np.arange(1, draws + 1, dtype=np.uint64) * _GOLDEN  # (draws,)
+        return (_mix(h[:, None] + steps[None, :]) >> np.uint64(11)).astype(np.float64) / 2.0**53  # (B, draws)
 
-    def render(self, index: int) -> Tuple[np.ndarray, int, dict]:
-        """Canvas (H, W) float32, label, and where things went: ``digit`` (x0, y0, side) and ``clutter``
-        [(x0, y0, side), ...] in pixels."""
-        rng = self.rng(index)
-        n = len(self.labels)
-        d = int(rng.integers(n)) if self.split == "train" else index % n
-        digit = self.images[d]
+    def render_batch(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Canvases (B, H, W) float32, labels (B,), digit boxes (B, 3) and clutter boxes (B, n, 3) as
+        (x0, y0, side) in pixels. Vectorized over the batch except the per-digit resize of scaled variants."""
+        idx = np.asarray(indices, dtype=np.int64)
+        b, n, c, k = len(idx), len(self.labels), self.canvas, self.clutter_size
+        u = self.uniforms(idx, 4 + 5 * self.clutter)  # (B, 4 + 5 * clutter)
+        d = (u[:, 0] * n).astype(np.int64) if self.split == "train" else idx % n  # (B,) digit of each item
         lo, hi = self.scale_range
-        side = 28 if lo == hi == 1.0 else int(round(28 * rng.uniform(lo, hi)))
-        if side != 28:
-            digit = np.asarray(Image.fromarray(digit).resize((side, side), Image.BILINEAR))
-        canvas = np.zeros((self.canvas, self.canvas), dtype=np.uint8)
-        pieces = []
-        for _ in range(self.clutter):
-            src = self.images[int(rng.integers(n))]
-            r, c = rng.integers(0, 28 - self.clutter_size + 1, size=2)
-            y, x = rng.integers(0, self.canvas - self.clutter_size + 1, size=2)
-            k = self.clutter_size
-            pieces.append((int(x), int(y), k))
-            np.maximum(canvas[y:y + k, x:x + k], src[r:r + k, c:c + k], out=canvas[y:y + k, x:x + k])
-        y, x = rng.integers(0, self.canvas - side + 1, size=2)
-        np.maximum(canvas[y:y + side, x:x + side], digit, out=canvas[y:y + side, x:x + side])
+        side = np.full(b, 28) if lo == hi == 1.0 else np.rint(28 * (lo + (hi - lo) * u[:, 1])).astype(np.int64)
+        y, x = (u[:, 2] * (c - side + 1)).astype(np.int64), (u[:, 3] * (c - side + 1)).astype(np.int64)
+        canvas = np.zeros((b, c, c), dtype=np.uint8)
+        rows_b = np.arange(b)[:, None, None]  # (B, 1, 1)
+        pieces = np.zeros((b, self.clutter, 3), dtype=np.int64)
+        ar_k = np.arange(k)
+        for j in range(self.clutter):  # one piece per item per pass: no index repeats within a pass
+            f = u[:, 4 + 5 * j: 9 + 5 * j]  # source digit, window row/col in it, place y/x on the canvas
+            src = (f[:, 0] * n).astype(np.int64)
+            r, col = (f[:, 1] * (28 - k + 1)).astype(np.int64), (f[:, 2] * (28 - k + 1)).astype(np.int64)
+            py, px = (f[:, 3] * (c - k + 1)).astype(np.int64), (f[:, 4] * (c - k + 1)).astype(np.int64)
+            patch = self.images[src[:, None, None], (r[:, None] + ar_k)[:, :, None], (col[:, None] + ar_k)[:, None, :]]
+            cy, cx = (py[:, None] + ar_k)[:, :, None], (px[:, None] + ar_k)[:, None, :]  # (B, k, 1), (B, 1, k)
+            canvas[rows_b, cy, cx] = np.maximum(canvas[rows_b, cy, cx], patch)
+            pieces[:, j] = np.stack([px, py, np.full(b, k)], axis=1)
+        if lo == hi == 1.0:
+            digits = self.images[d]  # (B, 28, 28)
+        else:
+            digits = self.scaled(d, side)  # (B, S, S), digit i in its top-left side_i x side_i corner
+        w = digits.shape[-1]
+        ar = np.arange(w)
+        cy, cx = (y[:, None] + ar)[:, :, None], (x[:, None] + ar)[:, None, :]  # (B, w, 1), (B, 1, w)
+        pad = np.zeros((b, c + w, c + w), dtype=np.uint8)  # room for windows that run past the canvas edge
+        pad[:, :c, :c] = canvas
+        pad[rows_b, cy, cx] = np.maximum(pad[rows_b, cy, cx], digits)
+        canvas = pad[:, :c, :c]
         out = canvas.astype(np.float32) / 255.0
         if self.snr is not None:
-            out += rng.normal(0.0, 1.0 / self.snr, size=out.shape).astype(np.float32)
-        return out, int(self.labels[d]), {"digit": (int(x), int(y), side), "clutter": pieces}
+            seeds = (u[:, -1] * 2.0**53).astype(np.int64) if self.clutter else (u[:, 1] * 2.0**53).astype(np.int64)
+            for i in range(b):
+                out[i] += np.random.default_rng(int(seeds[i])).normal(0.0, 1.0 / self.snr, (c, c)).astype(np.float32)
+        boxes = np.stack([x, y, side], axis=1)
+        return out, self.labels[d].astype(np.int64), boxes, pieces
+
+    def scaled(self, d: np.ndarray, side: np.ndarray) -> np.ndarray:
+        """Digits ``d`` (B,) resized to ``side`` (B,) pixels by separable bilinear interpolation, each in the
+        top-left corner of a (B, S, S) uint8 array, S = the largest side (zeros elsewhere)."""
+        big = int(self.max_side)
+        # window pixel p reads digit position (p + 0.5) * 28 / side - 0.5, between pixels i0 and i0 + 1
+        pos = (np.arange(big)[None, :] + 0.5) * (28.0 / side[:, None]) - 0.5  # (B, S)
+        i0 = np.floor(pos)
+        frac = pos - i0
+        cols = np.arange(28)[None, None, :]  # (1, 1, 28)
+        weights = ((cols == i0[..., None]) * (1 - frac[..., None]) + (cols == i0[..., None] + 1) * frac[..., None])
+        weights[np.arange(big)[None, :] >= side[:, None]] = 0.0  # rows past the digit's own size stay empty
+        r = weights.astype(np.float32)  # (B, S, 28) interpolation matrices
+        out = r @ self.images[d].astype(np.float32) @ r.transpose(0, 2, 1)  # (B, S, S)
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+    def render(self, index: int) -> Tuple[np.ndarray, int, dict]:
+        """One canvas (H, W), its label, and ``{"digit": (x0, y0, side), "clutter": [(x0, y0, side), ...]}``."""
+        out, labels, boxes, pieces = self.render_batch([index])
+        return out[0], int(labels[0]), {"digit": tuple(int(v) for v in boxes[0]),
+                                         "clutter": [tuple(int(v) for v in p) for p in pieces[0]]}
+
+    def __getitems__(self, indices: Sequence[int]) -> List[Tuple[Tensor, int]]:
+        """A whole batch at once (the DataLoader calls this instead of __getitem__ when it exists)."""
+        out, labels, _, _ = self.render_batch(indices)
+        images = torch.from_numpy(out)[:, None]  # (B, 1, H, W)
+        if self.channels > 1:
+            images = images.expand(-1, self.channels, -1, -1)  # (B, C, H, W)
+        return list(zip(images, labels.tolist()))
 
     def __getitem__(self, index: int) -> Tuple[Tensor, int]:
-        out, label, _ = self.render(index)
-        image = torch.from_numpy(out)[None]  # (1, H, W)
-        return (image.expand(self.channels, -1, -1).contiguous() if self.channels > 1 else image), label  # (C, H, W)
+        return self.__getitems__([index])[0]
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on uint64 arrays (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 @register_datamodule("cluttered_mnist", "MNIST digits on a larger canvas, made on the fly: dham | translated | cluttered")
