@@ -21,7 +21,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from . import registry
 from .flags import FlagError, parameters, route
-from .models.base import NonFiniteLossError
+from .models.base import ConfigError, NonFiniteLossError
 from .runio import AppendingCSVLogger, AtomicCheckpointIO
 
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
@@ -43,7 +43,7 @@ def user_errors():
 
     try:
         yield
-    except (DatasetError, NonFiniteLossError) as e:
+    except (DatasetError, NonFiniteLossError, ConfigError) as e:
         raise UserError(str(e).strip().splitlines()[-1] if isinstance(e, DatasetError) else str(e)) from None
 
 

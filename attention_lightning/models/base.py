@@ -18,6 +18,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..attention import Attention
 
 
+class ConfigError(ValueError):
+    """A user-fixable problem a model finds after construction (e.g. in ``setup``); the CLI prints one line."""
+
+
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the message names the step and the term."""
 

@@ -1,0 +1,289 @@
+"""PHAM: a probabilistic hard attention model for sequentially observed scenes (Rangrej & Clark, BMVC 2021).
+
+The model sees glimpses on a regular grid (``nn/grid_glimpse.py``), never the whole image. At step t,
+F turns the glimpse and its location into features, R updates the hidden state h_t, and C gives
+p(y | h_t). To choose glimpse t+1 the Partial VAE (``nn/partial_vae.py``) draws z ~ q(z | h_t),
+synthesizes the content features f~(l) of every cell, and each unvisited cell l is scored by the
+expected information gain KL[p(y | f~(l), h_t) || p(y | h_t)] averaged over z samples; the argmax is
+attended (``nn/pham_blocks.py``). The first glimpse is random; a cell is never attended twice.
+
+Training has three phases (``--phase``): 1) F, R, C by cross-entropy at every step, random glimpses;
+2) F, R, C frozen (and kept in eval mode), the Partial VAE by the ELBO on the observed cells, random
+glimpses; 3) everything, EIG glimpses, ELBO + ``ccebal`` x cross-entropy. Phases 2 and 3 start from
+``--init_from`` (the previous phase's checkpoint); ``--phase=all`` runs 1, 2, 3 in sequence through
+``experiment.fit`` (see ``PHAM.stages``).
+
+Validation and test log the accuracy at every step t=1..T for the EIG policy and for a random policy
+on the same weights (``{stage}/acc_eig_t{t}``, ``{stage}/acc_random_t{t}``); ``{stage}/acc`` is the
+final-step accuracy of the phase's evaluation policy (random in phase 1, EIG in phases 2 and 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..attention import Attention
+from ..nn.grid_glimpse import all_glimpses, glimpses_at, grid_for
+from ..nn.partial_vae import PartialVAE
+from ..nn.pham_blocks import Classifier, GlimpseFeatures, Recurrent, information_gain, random_scores
+from ..registry import register_model
+from .base import AttentionModel, ConfigError
+
+PHASES = (1, 2, 3)
+
+
+@dataclass
+class Rollout:
+    """One episode of T glimpses for a batch."""
+    logits: Tensor                 # (B, T, K) p(y | h_t) logits after each glimpse
+    cells: Tensor                  # (B, T) attended cell per step (row-major index)
+    maps: Tensor                   # (B, T, N) the policy's score map that chose each glimpse (EIG, or the random pmf)
+    nll: Optional[Tensor] = None   # (B,) observed-cell NLL summed over steps (when the ELBO is computed)
+    kl: Optional[Tensor] = None    # (B,) log q(z|h) - log p(z) summed over steps
+
+
+def _phase(phase: Union[int, str]) -> Union[int, str]:
+    text = str(phase).strip().lower()
+    if text == "all":
+        return "all"
+    if text in {"1", "2", "3"}:
+        return int(text)
+    raise ValueError(f"--phase={phase!r} is not a training phase; use 1, 2, 3 or all")
+
+
+@register_model("pham", "Probabilistic hard attention: grid glimpses, Partial VAE (flow), EIG lookahead policy")
+class PHAM(AttentionModel):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        image_size: Union[int, Sequence[int]] = 32,
+        glimpse_size: Optional[int] = None,
+        glimpse_stride: Optional[int] = None,
+        steps: int = 7,
+        eig_samples: int = 20,
+        eig_samples_train: int = 1,
+        feature_size: int = 128,
+        hidden_size: int = 512,
+        latent_size: int = 256,
+        glimpse_channels: Sequence[int] = (64, 128, 256),
+        flow_transforms: int = 4,
+        flow_bins: int = 5,
+        flow_hidden: Sequence[int] = (256, 256),
+        decoder_channels: Optional[int] = None,
+        decoder_layers: int = 4,
+        classifier_dropout: float = 0.5,
+        phase: Union[int, str] = 1,
+        init_from: Optional[str] = None,
+        ccebal: float = 16.0,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(num_classes, lr, weight_decay)
+        self.save_hyperparameters()
+        self.phase = _phase(phase)
+        if self.phase == "all":
+            raise ValueError("--phase=all runs phases 1, 2, 3 through `cli.py fit` / experiment.fit; "
+                             "to build one model use --phase=1, 2 or 3")
+        if self.phase in (2, 3) and not init_from:
+            raise ValueError(f"--phase={self.phase} starts from the phase-{self.phase - 1} model: pass "
+                             f"--init_from=PATH/TO/phase{self.phase - 1}.ckpt, or run --phase=all to train 1, 2, 3 in sequence")
+        self.check_positive(steps=steps, eig_samples=eig_samples, eig_samples_train=eig_samples_train, lr=lr,
+                            feature_size=feature_size, hidden_size=hidden_size, latent_size=latent_size)
+        if ccebal < 0:
+            raise ValueError(f"--ccebal={ccebal} must be 0 or more")
+        self.grid = grid_for(image_size, glimpse_size, glimpse_stride)
+        if steps > self.grid.cells:
+            raise ValueError(f"--steps={steps} exceeds the {self.grid.cells} cells of the {self.grid.shape[0]}x"
+                             f"{self.grid.shape[1]} grid (a cell is never attended twice); use --steps <= {self.grid.cells}")
+        self.steps, self.eig_samples, self.eig_samples_train = steps, eig_samples, eig_samples_train
+        self.ccebal, self.init_from, self._init_loaded = float(ccebal), init_from, False
+
+        self.features = GlimpseFeatures(in_channels, self.grid.size, glimpse_channels, feature_size)   # F
+        self.rnn = Recurrent(feature_size, hidden_size)                                                # R
+        self.classifier = Classifier(hidden_size, num_classes, classifier_dropout)                     # C
+        self.vae = PartialVAE(hidden_size, latent_size, feature_size, self.grid.shape, flow_transforms,  # S, D
+                              flow_bins, flow_hidden, decoder_channels or feature_size, decoder_layers)
+        self.register_buffer("centers", self.grid.centers(), persistent=False)  # (N, 2)
+        self.register_buffer("cell_boxes", self.grid.boxes(), persistent=False)  # (N, 4)
+
+        if self.phase == 1:
+            self.vae.requires_grad_(False)
+        if self.phase == 2:
+            for m in self.recognition():
+                m.requires_grad_(False)
+        self.step_acc = nn.ModuleDict({
+            f"{stage}_{policy}": nn.ModuleList(MulticlassAccuracy(num_classes, average="micro") for _ in range(steps))
+            for stage in ("val", "test") for policy in ("eig", "random")
+        })
+
+    # --- phases ------------------------------------------------------------------------------
+    @classmethod
+    def stages(cls, model_kwargs: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+        """``--phase=all``: the runs experiment.fit makes in sequence, each started from the previous best."""
+        if _phase(model_kwargs.get("phase", 1)) != "all":
+            return []
+        return [(f"phase{k}", {"phase": k}) for k in PHASES]
+
+    def recognition(self) -> Tuple[nn.Module, ...]:
+        """F, R and C: the modules phase 1 trains and phase 2 freezes."""
+        return self.features, self.rnn, self.classifier
+
+    def train(self, mode: bool = True) -> "PHAM":
+        super().train(mode)
+        if self.phase == 2:  # frozen F, R, C stay in eval mode (no dropout) while the Partial VAE trains
+            for m in self.recognition():
+                m.eval()
+        return self
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.init_from and not self._init_loaded:
+            self.load_previous_phase(self.init_from)
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self._init_loaded = True  # weights come from this model's own checkpoint, not from --init_from
+
+    def load_previous_phase(self, path: str) -> None:
+        """Load the previous phase's weights (a Lightning .ckpt or a state_dict) without running pickled code."""
+        prev = f"phase {self.phase - 1}" if self.phase > 1 else "a previous run"
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"--init_from={path}: no such file; pass the best or last .ckpt of {prev} "
+                                    f"(runs/<run_name>/version_k/checkpoints/)")
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise ConfigError(f"--init_from={path} cannot be loaded as weights ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:160]}); pass a .ckpt written by --model=pham") from None
+        state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            raise ConfigError(f"--init_from={path} holds no state_dict; pass a .ckpt written by --model=pham")
+        own = self.state_dict()
+        needed = [k for k in own if self.phase == 3 or not k.startswith("vae.")]
+        missing = [k for k in needed if k not in state]
+        if missing:
+            raise ConfigError(f"--init_from={path} lacks {len(missing)} weights of this model (e.g. {missing[0]}); "
+                             f"pass a checkpoint of {prev} of --model=pham")
+        wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+        if wrong:
+            k = wrong[0]
+            raise ConfigError(f"--init_from={path}: {k} is {tuple(state[k].shape)}, this model needs {tuple(own[k].shape)}; "
+                             f"use the same sizes (--feature_size, --hidden_size, --latent_size, ...) as {prev}")
+        self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        self._init_loaded = True
+
+    # --- the episode -------------------------------------------------------------------------
+    def lookahead(self, h: Tensor, prior_logits: Tensor, synth: Tensor, visited: Tensor) -> Tensor:
+        """EIG (B, N) of every cell from synthesized content features (B, S, N, F), all cells and samples at once."""
+        f = self.features.combine(synth, self.centers.to(synth.dtype))  # (B, S, N, F)
+        h_next = self.rnn(f, h[:, None, None, :])                        # (B, S, N, H)
+        return information_gain(self.classifier.lookahead(h_next), prior_logits, visited)
+
+    def rollout(self, images: Tensor, policy: str, samples: int = 1, elbo: bool = False) -> Rollout:
+        """T glimpses of (B, C, H, W) images chosen by ``policy`` ("eig" | "random"), with the ELBO terms if asked."""
+        if policy not in ("eig", "random"):
+            raise ValueError(f"policy {policy!r} is not one of eig, random")
+        b, n = images.shape[0], self.grid.cells
+        h = images.new_zeros(b, self.rnn.hidden)
+        visited = torch.zeros(b, n, dtype=torch.bool, device=images.device)
+        logits, cells, maps, seen = [], [], [], []
+        nll = kl = images.new_zeros(b)
+        synth = None
+        for t in range(self.steps):
+            if policy == "eig" and t > 0:
+                with torch.no_grad():
+                    score = self.lookahead(h.detach(), logits[-1].detach(), synth.detach(), visited)  # (B, N)
+                maps.append(score.clamp_min(0).masked_fill(visited, 0))
+            else:
+                score = random_scores(visited)
+                free = (~visited).float()
+                maps.append(free / free.sum(-1, keepdim=True))
+            cell = score.argmax(-1)                                     # (B,)
+            visited = visited.scatter(1, cell[:, None], True)
+            cells.append(cell)
+            what = self.features.what(glimpses_at(images, cell, self.grid))  # (B, F)
+            h = self.rnn(self.features.combine(what, self.centers[cell]), h)  # (B, H)
+            logits.append(self.classifier(h))                           # (B, K)
+            plan_next = policy == "eig" and t < self.steps - 1
+            if elbo or plan_next:
+                synth, z, log_q = self.vae(h, samples if plan_next else 1)  # (B, S, N, F), (B, S, Z), (B, S)
+                if elbo:
+                    seen.append(what.detach())
+                    nll_t, kl_t = self.vae.negative_elbo(synth, z, log_q, torch.stack(seen, 1), torch.stack(cells, 1))
+                    nll, kl = nll + nll_t, kl + kl_t
+        return Rollout(torch.stack(logits, 1), torch.stack(cells, 1), torch.stack(maps, 1),
+                       nll if elbo else None, kl if elbo else None)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Final-step logits (B, K) with the EIG policy (phases 2, 3) or random glimpses (phase 1)."""
+        return self.rollout(images, self.eval_policy, self.eig_samples).logits[:, -1]
+
+    @property
+    def eval_policy(self) -> str:
+        return "random" if self.phase == 1 else "eig"
+
+    # --- losses and metrics ------------------------------------------------------------------
+    def _terms(self, run: Rollout, labels: Tensor, stage: str) -> Dict[str, Tensor]:
+        k = run.logits.shape[-1]
+        ce = F.cross_entropy(run.logits.reshape(-1, k).float(), labels.repeat_interleave(self.steps))  # mean over B, T
+        if self.phase == 1:
+            return {"ce": ce}
+        self.log(f"{stage}/ce", ce.detach(), on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")
+        scale = self.steps * self.vae.latent  # per step and per latent dimension, as in the paper's code
+        terms = {"nll": run.nll.mean() / scale, "kl": run.kl.mean() / scale}
+        if self.phase == 3:
+            terms["ccebal_ce"] = self.ccebal * ce
+        return terms
+
+    def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
+        images, labels = batch
+        samples = self.eig_samples_train if stage == "train" else self.eig_samples
+        policy = "eig" if self.phase == 3 else "random"
+        run = self.rollout(images, policy, samples, elbo=self.phase != 1)
+        return self._terms(run, labels, stage), run.logits[:, -1]
+
+    def _eval_step(self, batch: Any, stage: str) -> Dict[str, Tensor]:
+        images, labels = batch
+        runs = {self.eval_policy: self.rollout(images, self.eval_policy, self.eig_samples, elbo=self.phase != 1)}
+        if self.phase != 1:
+            runs["random"] = self.rollout(images, "random")
+        main = runs[self.eval_policy]
+        loss = self._total(self._terms(main, labels, stage), stage)
+        for policy, run in runs.items():
+            for t, metric in enumerate(self.step_acc[f"{stage}_{policy}"]):
+                metric(run.logits[:, t].detach(), labels)
+                self.log(f"{stage}/acc_{policy}_t{t + 1}", metric, on_step=False, on_epoch=True)
+        acc = getattr(self, f"{stage}_acc")
+        acc(main.logits[:, -1].detach(), labels)
+        self.log(f"{stage}/acc", acc, prog_bar=stage != "test", on_step=False, on_epoch=True)
+        return {"loss": loss, "preds": main.logits[:, -1].detach().argmax(-1), "targets": labels}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Dict[str, Tensor]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Dict[str, Tensor]:
+        return self._eval_step(batch, "test")
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    @torch.no_grad()
+    def attention(self, batch: Any) -> Attention:
+        images = self.inputs(batch)
+        run = self.rollout(images, self.eval_policy, self.eig_samples)
+        b, gh, gw = images.shape[0], *self.grid.shape
+        views = all_glimpses(images, self.grid)[torch.arange(b, device=images.device)[:, None], run.cells]  # (B, T, C, g, g)
+        return Attention(
+            images=images, probs=run.logits.float().softmax(-1), boxes=self.cell_boxes[run.cells][:, :, None],
+            maps=run.maps.view(b, self.steps, gh, gw), views=views,
+            labels=batch[1] if isinstance(batch, (list, tuple)) else None,
+            map_title="EIG" if self.eval_policy == "eig" else "random policy pmf",
+        )

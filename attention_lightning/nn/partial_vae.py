@@ -1,0 +1,115 @@
+"""PHAM's Partial VAE: q(z | h_t) by a conditional spline flow, a decoder of all grid cells' features,
+and an ELBO whose likelihood covers the observed cells only (Rangrej & Clark, BMVC 2021, sec. 3).
+
+S maps h_t to a Gaussian base N(mu, sigma) and a flow context c; a sample is
+``z = T(eps; c), eps ~ N(mu, sigma)`` where T is zuko's conditional neural spline flow (monotonic
+rational-quadratic splines, fully autoregressive) used in the sampling direction, so drawing z and its
+density takes one pass: ``log q(z | h) = log N(eps; mu, sigma) - log |det dT/d eps|``. The prior is
+N(0, I). D maps z to synthesized content features of every cell, (gh, gw) -> (N, F). The likelihood
+is Gaussian with one learned log-variance, evaluated on the cells seen so far. Densities are computed
+in float32 even under autocast.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import zuko
+from torch import Tensor
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _float32(device_type: str):
+    """A context that turns autocast off, so flow log-densities run in float32."""
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
+class FlowEncoder(nn.Module):
+    """S: q(z | h) = a conditional NSF (zuko) pushed from a Gaussian base whose mean and scale depend on h."""
+
+    def __init__(self, hidden: int, latent: int, context: int, transforms: int, bins: int,
+                 flow_hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.latent, self.context = latent, context
+        self.net = nn.Sequential(nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.LayerNorm(hidden),
+                                 nn.Linear(hidden, context + 2 * latent))
+        nn.init.zeros_(self.net[-1].bias)
+        self.flow = zuko.flows.NSF(latent, context=context, bins=bins, transforms=transforms,
+                                   hidden_features=tuple(int(x) for x in flow_hidden))
+
+    def transform(self, eps: Tensor, context: Tensor) -> Tuple[Tensor, Tensor]:
+        """z = T(eps; context) and log |det dz/d eps|, for eps (..., Z) and context (..., Ctx), in float32."""
+        with _float32(eps.device.type):
+            return self.flow.transform(context.float()).call_and_ladj(eps.float())  # (..., Z), (...)
+
+    def forward(self, h: Tensor, samples: int) -> Tuple[Tensor, Tensor]:
+        """``samples`` draws z (B, S, Z) from q(z | h) for h (B, H), with log q(z | h) (B, S), in float32."""
+        ctx, mu, log_var = self.net(h).split([self.context, self.latent, self.latent], dim=-1)
+        with _float32(h.device.type):
+            mu, log_var = mu.float()[:, None], log_var.float().clamp(-12, 8)[:, None]  # (B, 1, Z)
+            noise = torch.randn(h.shape[0], samples, self.latent, device=h.device)   # (B, S, Z)
+            eps = mu + (0.5 * log_var).exp() * noise
+            log_base = -0.5 * (LOG_2PI + log_var + noise.pow(2)).sum(-1)              # (B, S)
+            ctx = ctx.float()[:, None].expand(-1, samples, -1)                         # (B, S, Ctx)
+            z, ladj = self.transform(eps, ctx)
+            return z, log_base - ladj
+
+
+class FeatureDecoder(nn.Module):
+    """D: z (..., Z) -> synthesized content features of all cells (..., N, F), through a (gh, gw) feature map."""
+
+    def __init__(self, latent: int, features: int, grid: Tuple[int, int], channels: int, layers: int) -> None:
+        super().__init__()
+        self.grid, self.channels, self.features = tuple(grid), channels, features
+        gh, gw = self.grid
+        self.seed = nn.Linear(latent, channels * gh * gw)
+        body = []
+        for _ in range(layers):
+            body += [nn.LeakyReLU(), nn.GroupNorm(1, channels),
+                     nn.Conv2d(channels, channels, 3, padding=1, padding_mode="replicate")]
+        body += [nn.LeakyReLU(), nn.GroupNorm(1, channels), nn.Conv2d(channels, features, 1)]
+        self.body = nn.Sequential(*body)
+
+    def forward(self, z: Tensor) -> Tensor:
+        lead = z.shape[:-1]
+        gh, gw = self.grid
+        x = self.seed(z.reshape(-1, z.shape[-1])).view(-1, self.channels, gh, gw)  # (M, Ch, gh, gw)
+        x = self.body(x)                                                           # (M, F, gh, gw)
+        return x.flatten(2).transpose(1, 2).reshape(*lead, gh * gw, self.features)  # (..., N, F)
+
+
+class PartialVAE(nn.Module):
+    """Encoder S (flow), decoder D and the observed-cells ELBO."""
+
+    def __init__(self, hidden: int, latent: int, features: int, grid: Tuple[int, int], transforms: int = 4,
+                 bins: int = 8, flow_hidden: Sequence[int] = (256, 256), decoder_channels: int = 128,
+                 decoder_layers: int = 3) -> None:
+        super().__init__()
+        self.latent = latent
+        self.encoder = FlowEncoder(hidden, latent, features, transforms, bins, flow_hidden)
+        self.decoder = FeatureDecoder(latent, features, grid, decoder_channels, decoder_layers)
+        self.log_var = nn.Parameter(torch.zeros(()))  # the likelihood's shared log-variance
+
+    def forward(self, h: Tensor, samples: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """Synthesized features (B, S, N, F) of all cells from S samples z (B, S, Z) of q(z | h), and log q (B, S)."""
+        z, log_q = self.encoder(h, samples)
+        return self.decoder(z.to(h.dtype)), z, log_q
+
+    def negative_elbo(self, synth: Tensor, z: Tensor, log_q: Tensor, seen: Tensor, cells: Tensor) -> Tuple[Tensor, Tensor]:
+        """Per-image Monte-Carlo terms (B,) of -ELBO: the observed cells' NLL and log q(z|h) - log p(z).
+
+        ``synth`` (B, S, N, F) synthesized features, ``seen`` (B, t, F) the true content features of the
+        cells observed so far, ``cells`` (B, t) their indices; unobserved cells do not enter the loss.
+        """
+        b, s, _, f = synth.shape
+        idx = cells[:, None, :, None].expand(b, s, cells.shape[1], f)                 # (B, S, t, F)
+        guess = synth.gather(2, idx).float()                                           # (B, S, t, F)
+        with _float32(synth.device.type):
+            sq = (guess - seen.float()[:, None]).pow(2)
+            nll = 0.5 * (sq * (-self.log_var).exp() + self.log_var + LOG_2PI).sum((-1, -2)).mean(1)  # (B,)
+            log_prior = -0.5 * (LOG_2PI + z.float().pow(2)).sum(-1)                   # (B, S)
+            kl = (log_q - log_prior).mean(1)                                           # (B,)
+        return nll, kl

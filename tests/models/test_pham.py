@@ -1,0 +1,227 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from attention_lightning import experiment
+from attention_lightning.models.pham import PHAM
+from attention_lightning.models.base import ConfigError
+from attention_lightning.nn.grid_glimpse import all_glimpses, glimpses_at
+
+SMALL = dict(feature_size=16, hidden_size=32, latent_size=8, glimpse_channels=(8, 16), flow_transforms=2,
+             flow_hidden=(16, 16), decoder_channels=8, decoder_layers=1, eig_samples=3)
+
+
+def make(phase=1, init_from=None, **kw) -> PHAM:
+    args = dict(num_classes=5, in_channels=3, image_size=32, **SMALL)
+    args.update(kw)
+    model = PHAM(phase=phase, init_from=init_from, **args)
+    model.log = lambda *a, **k: None  # no Trainer attached in unit tests
+    return model
+
+
+def save_weights(model: PHAM, path: Path) -> str:
+    torch.save({"state_dict": model.state_dict()}, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("side,glimpse", [(32, 8), (64, 16)])
+def test_shapes_for_32_and_64_pixel_grids(side, glimpse):
+    model = make(image_size=side).eval()
+    images = torch.randn(3, 3, side, side)
+    att = model.attention((images, torch.tensor([0, 1, 2])))
+    assert att.probs.shape == (3, 7, 5) and att.maps.shape == (3, 7, 7, 7)
+    assert att.boxes.shape == (3, 7, 1, 4) and att.views.shape == (3, 7, 3, glimpse, glimpse)
+    torch.testing.assert_close(att.probs.sum(-1), torch.ones(3, 7))
+    run = model.rollout(images, "eig", 3, elbo=True)
+    assert run.logits.shape == (3, 7, 5) and run.cells.shape == (3, 7) and run.nll.shape == (3,)
+    # each view is the glimpse of the cell whose box is reported for that step
+    match = (att.boxes[:, :, 0, None, :] - model.cell_boxes[None, None]).abs().sum(-1) < 1e-6  # (B, T, N)
+    assert match.sum(-1).eq(1).all()
+    cells = match.float().argmax(-1)  # (B, T)
+    for t in range(7):
+        torch.testing.assert_close(att.views[:, t], glimpses_at(images, cells[:, t], model.grid), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("policy", ["eig", "random"])
+def test_visited_cells_never_repeat(policy):
+    model = make(image_size=16, glimpse_size=4, glimpse_stride=4, steps=16).eval()  # a 4x4 grid, all 16 cells
+    run = model.rollout(torch.randn(6, 3, 16, 16), policy, samples=2)
+    assert torch.equal(run.cells.sort(-1).values, torch.arange(16).expand(6, 16))
+
+
+def test_steps_beyond_the_grid_are_refused():
+    with pytest.raises(ValueError, match="--steps <= 16"):
+        make(image_size=16, glimpse_size=4, glimpse_stride=4, steps=17)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_glimpse_features_alone_equal_those_inside_the_whole_grid(mode):
+    model = make()
+    model.train(mode == "train")
+    images = torch.randn(4, 3, 32, 32)
+    cells = torch.tensor([3, 17, 24, 48])
+    whole = model.features(all_glimpses(images, model.grid), model.centers)  # (B, N, F): all 49 cells at once
+    alone = model.features(glimpses_at(images, cells, model.grid), model.centers[cells])  # (B, F)
+    torch.testing.assert_close(alone, whole[torch.arange(4), cells], rtol=1e-5, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def test_lookahead_is_deterministic_given_z_even_in_train_mode():
+    model = make(classifier_dropout=0.9).train()
+    h = torch.randn(4, 32)
+    assert not torch.equal(model.classifier(h), model.classifier(h))  # dropout is active on the trained path...
+    synth = model.vae.decoder(torch.randn(4, 3, 8))  # (B, S, N, F) from fixed z
+    prior = torch.randn(4, 5)
+    visited = torch.zeros(4, 49, dtype=torch.bool)
+    visited[:, 10] = True
+    a = model.lookahead(h, prior, synth, visited)
+    b = model.lookahead(h, prior, synth, visited)
+    assert torch.equal(a, b)  # ...but not in the lookahead
+    assert (a[:, 10] == float("-inf")).all()
+
+
+def test_batched_lookahead_equals_a_loop_over_cells_and_samples():
+    model = make().eval()
+    h, prior = torch.randn(2, 32), torch.randn(2, 5)
+    synth = torch.randn(2, 3, 49, 16)
+    visited = torch.zeros(2, 49, dtype=torch.bool)
+    batched = model.lookahead(h, prior, synth, visited)
+    looped = torch.zeros(2, 49)
+    for k in range(49):
+        for s in range(3):
+            f = model.features.combine(synth[:, s, k], model.centers[k])
+            p = model.classifier.linear(model.rnn(f, h)).log_softmax(-1)
+            looped[:, k] += (p.exp() * (p - prior.log_softmax(-1))).sum(-1) / 3
+    torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-5)
+
+
+def test_eig_policy_attends_the_cell_whose_synthesized_features_are_informative():
+    # toy: R adds the features to the state, so a synthesized feature of 0 leaves p(y | h) unchanged (EIG 0);
+    # the decoder predicts 0 everywhere except one cell, which alone moves p(y) (EIG > 0) and must be chosen
+    model = make().eval()
+    informative = 30
+    with torch.no_grad():
+        model.features.where.weight.zero_()
+        model.features.where.bias.zero_()  # combine(0, l) = LayerNorm(0) = 0 at every location
+
+    class AddRecurrent(torch.nn.Module):
+        hidden = 32
+
+        def forward(self, f, h):
+            return h + torch.nn.functional.pad(f, (0, 16))
+
+    class OneCellDecoder(torch.nn.Module):
+        def forward(self, z):
+            out = torch.zeros(*z.shape[:-1], 49, 16)
+            out[..., informative, :8] = 3.0
+            return out
+
+    model.rnn, model.vae.decoder = AddRecurrent(), OneCellDecoder()
+    images = torch.randn(6, 3, 32, 32)
+    run = model.rollout(images, "eig", samples=2)
+    fresh = run.cells[:, 0] != informative  # images whose random first glimpse left the informative cell unseen
+    assert fresh.sum() >= 4
+    assert (run.cells[fresh, 1] == informative).all()
+    maps = run.maps[fresh, 1]  # the EIG map that chose step 2: positive only at the informative cell
+    assert (maps[:, informative] > 1e-3).all()
+    others = torch.ones(49, dtype=torch.bool)
+    others[informative] = False
+    assert maps[:, others].abs().max() < 1e-6
+
+
+def test_phase_2_and_3_need_init_from():
+    for phase in (2, 3):
+        with pytest.raises(ValueError, match="--init_from"):
+            make(phase=phase)
+    with pytest.raises(ValueError, match="--phase=1, 2 or 3"):
+        make(phase="all")
+    with pytest.raises(ValueError, match="use 1, 2, 3 or all"):
+        make(phase=4)
+
+
+def test_init_from_with_other_sizes_names_the_fix(tmp_path):
+    path = save_weights(make(hidden_size=64), tmp_path / "p1.ckpt")
+    model = make(phase=2, init_from=path)
+    with pytest.raises(ValueError, match="--hidden_size"):
+        model.setup("fit")
+    with pytest.raises(ConfigError, match="--init_from"):
+        make(phase=2, init_from=str(tmp_path / "missing.ckpt")).setup("fit")
+
+
+def test_phase_2_leaves_f_r_c_bit_identical_and_in_eval_mode(tmp_path):
+    first = make(classifier_dropout=0.5)
+    path = save_weights(first, tmp_path / "phase1.ckpt")
+    model = make(phase=2, init_from=path, classifier_dropout=0.5)
+    model.setup("fit")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for k in before:
+        if not k.startswith("vae."):
+            assert torch.equal(before[k], first.state_dict()[k])
+    model.train()
+    assert model.training and not any(m.training for m in model.recognition())
+    optimizer = model.configure_optimizers()
+    assert all(not k.startswith(("features.", "rnn.", "classifier.")) for k, p in model.named_parameters()
+               if any(p is q for g in optimizer.param_groups for q in g["params"]))
+    batch = (torch.randn(8, 3, 32, 32), torch.randint(0, 5, (8,)))
+    losses = []
+    for _ in range(3):
+        terms, _ = model.loss_terms(batch, "train")
+        assert set(terms) == {"nll", "kl"}
+        loss = sum(terms.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    after = model.state_dict()
+    for k, v in before.items():
+        if k.startswith(("features.", "rnn.", "classifier.")):
+            assert torch.equal(after[k], v), k
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("vae."))
+    assert losses[-1] < losses[0]
+
+
+def test_phase_3_trains_everything_on_elbo_plus_weighted_cross_entropy(tmp_path):
+    path = save_weights(make(), tmp_path / "phase2.ckpt")
+    model = make(phase=3, init_from=path, ccebal=4.0)
+    model.setup("fit")
+    model.train()
+    terms, logits = model.loss_terms((torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))), "train")
+    assert set(terms) == {"nll", "kl", "ccebal_ce"} and logits.shape == (4, 5)
+    sum(terms.values()).backward()
+    for module in (model.features, model.rnn, model.classifier, model.vae.encoder, model.vae.decoder):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+def test_phase_all_lists_three_stages():
+    assert PHAM.stages({"phase": "all"}) == [("phase1", {"phase": 1}), ("phase2", {"phase": 2}), ("phase3", {"phase": 3})]
+    assert PHAM.stages({"phase": 2}) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data", ["cinic10", "tiny_imagenet"])
+def test_phase_all_end_to_end_on_fixtures(tmp_path, data):
+    from tests.fixtures import make_cinic10, make_tiny_imagenet
+
+    if data == "cinic10":
+        data_dir = make_cinic10(tmp_path / "data", per_class=2)
+    else:
+        data_dir = make_tiny_imagenet(tmp_path / "data", n_classes=3, per_class=2)
+    flags = dict(model="pham", data=data, data_dir=str(data_dir), phase="all", fast_dev_run=1, batch_size=4,
+                 logger="none", default_root_dir=str(tmp_path / "runs"), enable_progress_bar=False,
+                 enable_model_summary=False, **SMALL)
+    summary = experiment.fit(flags)
+    assert list(summary["stages"]) == ["phase1", "phase2", "phase3"]
+    previous = None
+    for label, stage in summary["stages"].items():
+        assert Path(stage["run_dir"]).parent.name == f"pham-{data}-{label}"
+        ckpt = torch.load(stage["last_checkpoint"], map_location="cpu", weights_only=True)
+        hp = ckpt["hyper_parameters"]
+        assert hp["phase"] == int(label[-1]) and hp["init_from"] == previous
+        previous = stage["last_checkpoint"]
+    # phase 2 trained only the Partial VAE: its F, R, C equal phase 1's
+    one, two = (torch.load(summary["stages"][k]["last_checkpoint"], weights_only=True)["state_dict"]
+                for k in ("phase1", "phase2"))
+    for k, v in one.items():
+        if k.startswith(("features.", "rnn.", "classifier.")):
+            assert torch.equal(two[k], v), k

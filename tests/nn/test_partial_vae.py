@@ -1,0 +1,123 @@
+import math
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from attention_lightning.nn.partial_vae import FeatureDecoder, FlowEncoder, PartialVAE
+from attention_lightning.nn.pham_blocks import information_gain
+
+
+def rough_flow(latent: int = 5, context: int = 3, transforms: int = 2) -> FlowEncoder:
+    """A flow with scaled-up weights so the splines are far from the identity."""
+    enc = FlowEncoder(hidden=8, latent=latent, context=context, transforms=transforms, bins=5, flow_hidden=(16, 16))
+    with torch.no_grad():
+        for p in enc.flow.parameters():
+            p.mul_(3.0)
+    return enc
+
+
+def test_flow_log_det_equals_autograd_jacobian():
+    enc = rough_flow()
+    ctx = torch.randn(3)
+    eps = torch.randn(5)
+    z, ladj = enc.transform(eps, ctx)
+    jac = jacobian(lambda e: enc.transform(e, ctx)[0], eps)  # (5, 5)
+    sign, logabs = torch.linalg.slogdet(jac.double())
+    assert sign.item() > 0  # monotonic splines: an orientation-preserving map
+    assert ladj.item() == pytest.approx(logabs.item(), abs=1e-4)
+    off = jac - torch.diag(torch.diagonal(jac))
+    assert off.abs().max() > 1e-3  # the dimensions do interact: the check above is not about a diagonal map
+
+
+def test_every_flow_layer_is_autoregressive_with_no_leak_across_dimensions():
+    enc = rough_flow(latent=6, transforms=3)
+    ctx = torch.randn(3)
+    x = torch.randn(6)
+    layers = list(enc.flow.transform.transforms)
+    assert len(layers) == 3
+    for layer in layers:
+        jac = jacobian(lambda v: layer(ctx)(v), x)  # (6, 6): d out_i / d in_j
+        order = layer.order
+        allowed = (order[None, :] < order[:, None]) | torch.eye(6, dtype=torch.bool)  # j may feed i if earlier
+        assert jac[~allowed].abs().max().item() == 0.0, "an output depends on a later dimension"
+        assert jac[allowed & ~torch.eye(6, dtype=torch.bool)].abs().max().item() > 1e-4  # and earlier ones do feed it
+        # triangular once dimensions are sorted by the layer's order
+        perm = torch.argsort(order)
+        assert torch.equal(jac[perm][:, perm].triu(1), torch.zeros(6, 6))
+
+
+def test_encoder_density_is_base_gaussian_minus_log_det():
+    enc = rough_flow()
+    h = torch.randn(4, 8)
+    torch.manual_seed(1)
+    z, log_q = enc(h, samples=3)
+    assert z.shape == (4, 3, 5) and log_q.shape == (4, 3)
+    torch.manual_seed(1)
+    ctx, mu, log_var = enc.net(h).split([3, 5, 5], dim=-1)
+    noise = torch.randn(4, 3, 5)
+    std = (0.5 * log_var.clamp(-12, 8)).exp()[:, None]
+    eps = mu[:, None] + std * noise
+    z2, ladj = enc.transform(eps, ctx[:, None].expand(-1, 3, -1))
+    expected = torch.distributions.Normal(mu[:, None], std).log_prob(eps).sum(-1) - ladj
+    torch.testing.assert_close(z, z2)
+    torch.testing.assert_close(log_q, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_flow_densities_stay_float32_under_autocast():
+    vae = PartialVAE(hidden=8, latent=4, features=6, grid=(3, 3), transforms=2, bins=5, flow_hidden=(16,),
+                     decoder_channels=8, decoder_layers=1)
+    h = torch.randn(2, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        synth, z, log_q = vae(h, samples=2)
+        nll, kl = vae.negative_elbo(synth, z, log_q, torch.randn(2, 1, 6), torch.tensor([[0], [4]]))
+    assert z.dtype == log_q.dtype == nll.dtype == kl.dtype == torch.float32
+    assert synth.shape == (2, 2, 9, 6)
+
+
+def test_decoder_synthesizes_every_cell():
+    dec = FeatureDecoder(latent=4, features=6, grid=(3, 5), channels=8, layers=2)
+    assert dec(torch.randn(2, 7, 4)).shape == (2, 7, 15, 6)
+
+
+def test_likelihood_counts_observed_cells_only_with_hand_computed_value():
+    vae = PartialVAE(hidden=8, latent=4, features=6, grid=(3, 3), transforms=1, bins=5, flow_hidden=(16,),
+                     decoder_channels=8, decoder_layers=1)
+    b, s, n, f = 2, 3, 9, 6
+    synth = torch.zeros(b, s, n, f)
+    cells = torch.tensor([[1, 5], [0, 8]])
+    seen = torch.ones(b, 2, f)
+    z = torch.zeros(b, s, 4)
+    log_q = torch.zeros(b, s)
+    nll, kl = vae.negative_elbo(synth, z, log_q, seen, cells)
+    # log-variance 0: each observed value contributes 0.5 * (1 + log 2 pi); 2 cells x 6 features
+    torch.testing.assert_close(nll, torch.full((b,), 12 * 0.5 * (1 + math.log(2 * math.pi))))
+    torch.testing.assert_close(kl, torch.full((b,), 0.5 * 4 * math.log(2 * math.pi)))  # -log N(0; 0, I) in 4-D
+    unobserved = synth.clone()
+    unobserved[0, :, 2] = 50.0   # a cell image 0 has not seen
+    assert torch.equal(vae.negative_elbo(unobserved, z, log_q, seen, cells)[0], nll)
+    observed = synth.clone()
+    observed[0, :, 5] = 50.0     # a cell image 0 has seen
+    changed = vae.negative_elbo(observed, z, log_q, seen, cells)[0]
+    assert changed[0] > nll[0] and changed[1] == nll[1]
+
+
+def test_information_gain_picks_the_informative_cell_in_a_known_toy():
+    prior = torch.zeros(1, 2)  # p(y | h_t) = (0.5, 0.5)
+    p = torch.tensor([
+        [[0.5, 0.5], [0.9, 0.1], [0.99, 0.01], [1.0, 0.0]],   # z sample 1: cells 0..3
+        [[0.5, 0.5], [0.1, 0.9], [0.01, 0.99], [0.5, 0.5]],   # z sample 2
+    ])[None]  # (1, S=2, N=4, K=2)
+    logits = p.clamp_min(1e-12).log()
+    none = torch.zeros(1, 4, dtype=torch.bool)
+    eig = information_gain(logits, prior, none)
+
+    def kl(q):  # KL[q || uniform]
+        return sum(x * math.log(x / 0.5) for x in q if x > 0)
+
+    expected = [0.0, kl([0.9, 0.1]), kl([0.99, 0.01]), 0.5 * kl([1.0, 0.0])]
+    torch.testing.assert_close(eig[0], torch.tensor(expected), atol=1e-5, rtol=1e-5)
+    assert eig.argmax(-1).item() == 2
+    visited = torch.tensor([[False, False, True, False]])
+    masked = information_gain(logits, prior, visited)
+    assert masked[0, 2] == float("-inf") and masked.argmax(-1).item() == 1
