@@ -1,0 +1,212 @@
+"""RAM: gradient routing of the hybrid loss, the policy learning where to look, evaluation, the CLI."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from attention_lightning import experiment
+from attention_lightning.models.ram import RAM
+from attention_lightning.nn.glimpse import glimpse
+
+
+def small(**kw):
+    args = dict(num_classes=3, image_size=(12, 12), glimpses=3, glimpse_size=4, depth=2, glimpse_hidden=16,
+                location_hidden=8, hidden_size=16, std=0.2, reinforce_weight=1.0)
+    args.update(kw)
+    return RAM(**args)
+
+
+def batch(n=8, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 12, 12, generator=g), torch.randint(0, k, (n,), generator=g)
+
+
+def grads(model, loss):
+    model.zero_grad()
+    loss.backward()
+    return {name: (p.grad is not None and p.grad.abs().sum().item() > 0) for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("core", ["rnn", "lstm"])
+def test_gradient_routing(core):
+    torch.manual_seed(0)
+    model = small(core=core)
+    x, y = batch()
+    run = model.rollout(x)
+    terms = model.episode_losses(run, y)
+
+    ce = grads(model, terms["ce"])  # the classifier's loss: sampled locations are constants
+    assert not ce["locator.weight"] and not ce["locator.bias"]
+    assert not ce["baseline.weight"]
+    assert ce["classifier.weight"] and ce["core.weight_hh"] and ce["glimpse_net.what.weight"]
+
+    run = model.rollout(x)
+    pg = grads(model, model.episode_losses(run, y)["reinforce"])  # REINFORCE: policy, and through h_t the core
+    assert pg["locator.weight"] and pg["locator.bias"]
+    assert pg["core.weight_hh"] and pg["core.weight_ih"] and pg["glimpse_net.what.weight"]
+    assert not pg["baseline.weight"] and not pg["classifier.weight"]  # advantage and reward are constants
+
+    run = model.rollout(x)
+    bl = grads(model, model.episode_losses(run, y)["baseline"])  # fitting the baseline moves only the baseline
+    assert bl["baseline.weight"]
+    assert not any(v for k, v in bl.items() if not k.startswith("baseline."))
+
+
+def test_log_prob_is_of_the_location_used_and_no_location_after_the_last_glimpse():
+    torch.manual_seed(0)
+    model = small(std=0.5)
+    x, y = batch()
+    calls = []
+    model.locator.register_forward_hook(lambda *a: calls.append(1))
+    run = model.rollout(x, keep_glimpses=True)
+    assert len(calls) == model.hparams.glimpses  # l_0..l_{T-1}; nothing is drawn after glimpse T
+    assert run.log_pi.shape == run.baselines.shape == (8, 3)
+    expected = torch.distributions.Normal(run.means, 0.5).log_prob(run.locations).sum(-1)
+    assert torch.allclose(run.log_pi, expected, atol=1e-5)
+    # the locations in the log-prob are exactly where the sensor looked (no clamping in between)
+    assert run.locations.abs().max() > 0.5
+    for t in range(3):
+        assert torch.allclose(run.glimpses[:, t], glimpse(x, run.locations[:, t], 4, 2, 2.0))
+
+
+def test_baseline_of_an_action_does_not_depend_on_the_action():
+    torch.manual_seed(0)
+    model = small()
+    x, _ = batch()
+    locs = torch.rand(8, 3, 2) * 2 - 1
+    moved = locs.clone()
+    moved[:, 1] = -moved[:, 1]  # change only l_1
+    a, b = model.rollout(x, locations=locs), model.rollout(x, locations=moved)
+    assert torch.equal(a.baselines[:, :2], b.baselines[:, :2])  # b(h_0), b(h_1) judge l_0, l_1: unchanged
+    assert not torch.allclose(a.baselines[:, 2], b.baselines[:, 2])  # b(h_2) has seen the moved glimpse
+
+
+def test_reinforce_term_value_and_reward():
+    torch.manual_seed(0)
+    model = small()
+    x, y = batch()
+    run = model.rollout(x)
+    terms = model.episode_losses(run, y)
+    r = (run.logits[:, -1].argmax(-1) == y).float()
+    assert torch.allclose(terms["reinforce"], -(run.log_pi * (r[:, None] - run.baselines)).sum(1).mean())
+    assert torch.allclose(terms["baseline"], F.mse_loss(run.baselines, r[:, None].expand(-1, 3)))
+    assert torch.allclose(terms["ce"], F.cross_entropy(run.logits[:, -1], y))
+    prob = small(reward="prob")
+    prob.load_state_dict(model.state_dict())
+    p = run.logits[:, -1].softmax(-1).gather(1, y[:, None]).squeeze(1)
+    assert torch.allclose(prob.reward(run.logits[:, -1], y), p)
+
+
+def test_policy_math_float32_under_autocast_and_reproducible():
+    model = small()
+    x, y = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        run = model.rollout(x)
+        terms = model.episode_losses(run, y)
+    assert run.log_pi.dtype == run.means.dtype == run.baselines.dtype == torch.float32
+    assert all(torch.isfinite(v) for v in terms.values())
+    torch.manual_seed(3)
+    first = model.rollout(x).locations
+    torch.manual_seed(3)
+    assert torch.equal(first, model.rollout(x).locations)
+    greedy = model.rollout(x, sample=False)
+    assert torch.equal(greedy.locations, greedy.means)
+
+
+def test_validation():
+    with pytest.raises(ValueError, match="--glimpse_size <= 12"):
+        small(glimpse_size=13)
+    with pytest.raises(ValueError, match="--core"):
+        small(core="gru")
+    with pytest.raises(ValueError, match="--std"):
+        small(std=0.0)
+
+
+def test_attention_shapes():
+    model = small(num_classes=3, depth=3, scale=1.5)
+    x, y = batch()
+    att = model.attention((x, y))
+    assert att.probs.shape == (8, 3, 3) and torch.allclose(att.probs.sum(-1), torch.ones(8, 3))
+    assert att.boxes.shape == (8, 3, 3, 4) and att.views.shape == (8, 3, 1, 4, 4)
+    # every scale's box is centred on the greedy location and grows by the scale factor
+    centre = (att.boxes[..., :2] + att.boxes[..., 2:]) / 2
+    assert torch.allclose(centre[:, :, 0], centre[:, :, 2], atol=1e-6)
+    width = att.boxes[..., 2] - att.boxes[..., 0]
+    assert torch.allclose(width[..., 1] / width[..., 0], torch.full((8, 3), 1.5))
+
+
+# --- REINFORCE learns where to look ---------------------------------------------------------------
+def toy(n, gen):
+    """16x16 noise; the label (0/1) is a 4x4 block of 0s or 1s at a fixed place, pixels rows 3..6, cols 10..13."""
+    x = torch.rand(n, 1, 16, 16, generator=gen)
+    y = torch.randint(0, 2, (n,), generator=gen)
+    x[:, 0, 3:7, 10:14] = y.float()[:, None, None]
+    return x, y
+
+
+class RandomLocations(RAM):
+    """The same model looking at uniformly random places (train and eval)."""
+
+    def act(self, mean, sample):
+        return torch.rand_like(mean) * 2 - 1
+
+
+def train_toy(model, steps, seed):
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        x, y = toy(64, gen)
+        loss = sum(model.episode_losses(model.rollout(x), y).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x, y = toy(1000, torch.Generator().manual_seed(999))
+    with torch.no_grad():
+        return (model(x).argmax(-1) == y).float().mean().item(), model.rollout(x, sample=False).locations
+
+
+@pytest.mark.slow
+def test_reinforce_learns_where_to_look():
+    kw = dict(num_classes=2, image_size=(16, 16), glimpses=2, glimpse_size=4, depth=1, glimpse_hidden=32,
+              location_hidden=16, hidden_size=32, std=0.3)
+    torch.manual_seed(0)
+    learned_acc, locs = train_toy(RAM(reinforce_weight=1.0, **kw), 150, seed=0)
+    torch.manual_seed(0)
+    random_acc, _ = train_toy(RandomLocations(reinforce_weight=0.0, **kw), 150, seed=0)
+    assert learned_acc > 0.9, (learned_acc, random_acc)
+    assert learned_acc > random_acc + 0.15, (learned_acc, random_acc)
+    # the block's centre is pixel point (12, 5): (x, y) = (0.5, -0.375); some glimpse goes there
+    target = torch.tensor([0.5, -0.375])
+    assert (locs - target).norm(dim=-1).min(dim=1).values.median() < 0.25
+
+
+# --- Lightning and the CLI ------------------------------------------------------------------------
+def test_validation_logs_greedy_mc_and_per_step_accuracy(tmp_path):
+    from datamodules.cluttered_mnist import ClutteredMNIST
+
+    dm = ClutteredMNIST(variant="translated", canvas_size=28, train_size=8, val_size=16, batch_size=8)
+    model = RAM(glimpses=3, mc_samples=2, **{k: v for k, v in dm.model_kwargs().items()})
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=dm)
+    m = trainer.callback_metrics
+    for key in ("val/acc", "val/acc_mc", "val/acc_t1", "val/acc_t2", "val/acc_t3", "val/ce", "val/reinforce",
+                "val/baseline", "train/reward"):
+        assert key in m and math.isfinite(float(m[key])), key
+    assert torch.isclose(m["val/acc"], m["val/acc_t3"])  # the final step's greedy accuracy is val/acc
+
+
+def test_cli_fast_dev_run(tmp_path):
+    summary = experiment.fit({"model": "ram", "data": "cluttered_mnist", "variant": "translated", "canvas_size": 28,
+                              "fast_dev_run": 1, "batch_size": 4, "mc_samples": 2, "logger": "none",
+                              "default_root_dir": str(tmp_path), "enable_progress_bar": False})
+    assert summary["run_dir"]
+    with pytest.raises(experiment.UserError, match="--glimpse_size"):
+        experiment.fit({"model": "ram", "data": "cluttered_mnist", "variant": "translated", "canvas_size": 28,
+                        "glimpse_size": 40, "fast_dev_run": 1, "logger": "none", "default_root_dir": str(tmp_path)})

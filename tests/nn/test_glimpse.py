@@ -1,0 +1,136 @@
+"""The RAM glimpse sensor: exact area averaging against a naive per-sample reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attention_lightning.nn.glimpse import GlimpseSensor, glimpse, glimpse_boxes
+
+
+def coverage(lo: float, hi: float, n: int) -> torch.Tensor:
+    """(n,) length of [lo, hi] inside each pixel [j, j + 1) of an n-pixel axis."""
+    j = torch.arange(n, dtype=torch.float64)
+    return (torch.minimum(torch.tensor(hi, dtype=torch.float64), j + 1)
+            - torch.maximum(torch.tensor(lo, dtype=torch.float64), j)).clamp(min=0)
+
+
+def naive_glimpse(images, loc, size, depth, scale):
+    """Per sample, per scale, per cell: the pixel-coverage-weighted sum over the cell / the cell's area."""
+    b, c, h, w = images.shape
+    out = torch.zeros(b, depth * c, size, size, dtype=torch.float64)
+    for n in range(b):
+        u = (float(loc[n, 0]) + 1) * w / 2
+        v = (float(loc[n, 1]) + 1) * h / 2
+        for d in range(depth):
+            side = size * scale**d
+            cell = side / size
+            for r in range(size):
+                y0 = v - side / 2 + r * cell
+                wy = coverage(y0, y0 + cell, h)  # (H,)
+                for q in range(size):
+                    x0 = u - side / 2 + q * cell
+                    wx = coverage(x0, x0 + cell, w)  # (W,)
+                    weight = wy[:, None] * wx[None, :]  # (H, W)
+                    out[n, d * c:(d + 1) * c, r, q] = (images[n].double() * weight).sum((-2, -1)) / cell**2
+    return out
+
+
+@pytest.mark.parametrize(
+    "shape,size,depth,scale",
+    [((3, 1, 20, 20), 4, 3, 2.0), ((2, 3, 13, 17), 5, 2, 1.5), ((2, 2, 9, 31), 3, 4, 2.0), ((2, 1, 12, 12), 3, 1, 1.0)],
+)
+def test_matches_naive_reference_inside_and_partly_outside(shape, size, depth, scale):
+    torch.manual_seed(0)
+    images = torch.rand(shape)
+    b = shape[0]
+    # random real locations, several well past the border so patches lie partly (or fully) outside
+    loc = torch.cat([torch.rand(b, 2) * 2 - 1, torch.rand(b, 2) * 3 - 1.5, torch.tensor([[1.0, -1.0]] * b)])
+    images = images.repeat(3, 1, 1, 1)
+    out = glimpse(images, loc, size, depth, scale)
+    assert out.shape == (3 * b, depth * shape[1], size, size)
+    assert out.dtype == images.dtype
+    ref = naive_glimpse(images, loc, size, depth, scale)
+    assert torch.allclose(out.double(), ref, atol=1e-5, rtol=0)
+
+
+def test_large_image_precision_float32():
+    # the integral image of a 120x120 image sums ~7000 in its corner: float32 would lose ~1e-3 per cell
+    torch.manual_seed(1)
+    images = torch.rand(2, 1, 120, 120)
+    loc = torch.tensor([[0.83, 0.91], [0.97, -0.22]])
+    out = glimpse(images, loc, 3, 2, 2.0)
+    assert torch.allclose(out.double(), naive_glimpse(images, loc, 3, 2, 2.0), atol=1e-6, rtol=0)
+
+
+def test_aligned_depth1_is_the_image_slice():
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 10, 12)
+    # a 4x4 patch covering rows 2..5 and columns 6..9 has its centre at pixel point (u, v) = (8, 4)
+    loc = torch.tensor([[8 / 12 * 2 - 1, 4 / 10 * 2 - 1]]).expand(2, 2)
+    out = glimpse(images, loc, size=4, depth=1)
+    assert torch.allclose(out, images[:, :, 2:6, 6:10], atol=1e-6)
+
+
+def test_aligned_second_scale_is_the_pooled_slice():
+    torch.manual_seed(0)
+    images = torch.rand(1, 1, 16, 16)
+    loc = torch.zeros(1, 2)  # centre (8, 8): the 8x8 patch is rows/cols 4..11, each cell a 2x2 mean
+    out = glimpse(images, loc, size=4, depth=2, scale=2.0)
+    assert torch.allclose(out[:, :1], images[:, :, 6:10, 6:10], atol=1e-6)
+    assert torch.allclose(out[:, 1:], F.avg_pool2d(images[:, :, 4:12, 4:12], 2), atol=1e-6)
+
+
+def test_half_pixel_shift_averages_neighbours():
+    # a 1x1 glimpse centred on the edge between pixels 0 and 1 of row 0 (cell [0.5, 1.5] x [0, 1])
+    images = torch.tensor([[[[1.0, 3.0, 7.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]])
+    loc = torch.tensor([[1.0 / 3 * 2 - 1, 0.5 / 3 * 2 - 1]])
+    assert glimpse(images, loc, 1).item() == pytest.approx(0.5 * 1 + 0.5 * 3)
+
+
+def test_outside_reads_zero():
+    images = torch.ones(1, 1, 8, 8)
+    # centred on the top-left corner: a 4x4 patch has its bottom-right 2x2 quadrant inside
+    out = glimpse(images, torch.tensor([[-1.0, -1.0]]), 4)[0, 0]
+    expected = torch.zeros(4, 4)
+    expected[2:, 2:] = 1
+    assert torch.equal(out, expected)
+    assert glimpse(images, torch.tensor([[5.0, 0.0]]), 4).abs().max() == 0  # fully outside
+
+
+def test_shapes_non_square_three_channel_and_scale_order():
+    images = torch.zeros(5, 3, 24, 40)
+    images[:, 1] = 1.0  # only the green channel is lit
+    out = GlimpseSensor(6, depth=3, scale=2.0)(images, torch.zeros(5, 2))
+    assert out.shape == (5, 9, 6, 6)
+    # channels are scale-major: (scale 0: R G B, scale 1: R G B, ...); the 24-px patch is all inside
+    assert torch.allclose(out[:, [1, 4, 7]], torch.ones(5, 3, 6, 6))
+    assert out[:, [0, 2, 3, 5, 6, 8]].abs().max() == 0
+
+
+def test_gradient_reaches_the_image():
+    torch.manual_seed(0)
+    images = torch.rand(2, 2, 7, 9, dtype=torch.float64, requires_grad=True)
+    loc = torch.tensor([[0.13, -0.41], [0.9, 0.7]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda x: glimpse(x, loc, 3, 2, 1.7), (images,))
+    # the gradient of the sum of a depth-1 aligned glimpse is 1/1 on the covered pixels, 0 elsewhere
+    img = torch.rand(1, 1, 8, 8, requires_grad=True)
+    glimpse(img, torch.zeros(1, 2), 2).sum().backward()
+    expected = torch.zeros(8, 8)
+    expected[3:5, 3:5] = 1
+    assert torch.allclose(img.grad[0, 0], expected)
+
+
+def test_boxes():
+    loc = torch.tensor([[0.0, 0.5]])
+    boxes = glimpse_boxes(loc, 4, 2, 2.0, (20, 40))  # (1, 2, 4)
+    # 4 px of a 40-px width is 0.2 wide (half 0.1); 4 px of 20 px height is 0.4 (half 0.2); doubled at scale 1
+    expected = torch.tensor([[[-0.1, 0.3, 0.1, 0.7], [-0.2, 0.1, 0.2, 0.9]]])
+    assert torch.allclose(boxes, expected)
+
+
+def test_bad_geometry_names_the_flag():
+    with pytest.raises(ValueError, match="--glimpse_size"):
+        glimpse(torch.zeros(1, 1, 8, 8), torch.zeros(1, 2), 0)
+    with pytest.raises(ValueError, match="--depth"):
+        GlimpseSensor(4, depth=0)
