@@ -16,20 +16,25 @@ rounding and no point sampling, and the output is continuous in l. When the edge
 edges it is the plain mean of the covered pixels (at depth 1 with a pixel-aligned centre, the image
 slice itself).
 
-Computation: one integral image S (a double cumsum, in float64 so that differences of large sums keep
-1e-12 precision) per image; S of a piecewise-constant image is exactly bilinear between integer
-points, and extends outside the image by clamping the coordinates (zero image outside), so one
-``grid_sample(align_corners=True, padding_mode='border')`` gathers S at every cell corner of every
-scale and four-corner differences give the cell integrals. Cost: O(H W) per image plus
-O(depth * size^2) per glimpse, batched, and differentiable w.r.t. the image.
+Computation, local to each glimpse (cost independent of the image size). For scale i the patch's
+left edge x0 = u - s_i / 2 is split into an integer window offset floor(x0) and a fraction; only the
+window of ceil(s_i) + 2 pixels per axis starting at that offset is gathered from each image (one
+batched ``gather``; indices are clamped and the pixels that fall outside the image get weight 0). The
+cell integral is separable: cell (r, q) = sum_jk a_rj * x_jk * b_qk, where a_rj (b_qk) is the length
+of row cell r (column cell q) inside window pixel j (k), i.e. clamp(e_{r+1} - j, 0, 1) -
+clamp(e_r - j, 0, 1) with e the cell edges relative to the window. That is exact for any cell width
+(integer or not, e.g. scale 1.5) and any real location, and is two small batched matmuls per scale:
+O(C * size * s_i^2) per glimpse, whatever H and W are. Weights are formed in float64 and applied in
+the image's precision (at least float32; float64 images stay float64); all sums are local, so no large
+totals are differenced. Differentiable w.r.t. the image (the gather's backward scatters into it).
 """
 from __future__ import annotations
 
+import math
 from typing import Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -47,38 +52,54 @@ def _check(size: int, depth: int, scale: float) -> None:
         raise ValueError(f"glimpse scale {scale} must be positive; use e.g. --scale=2")
 
 
+def _window(start: Tensor, cell: float, size: int, extent: int) -> Tuple[Tensor, Tensor]:
+    """Window offsets (B,) and cell weights (B, size, n) along one axis of ``extent`` pixels.
+
+    ``size`` cells of width ``cell`` start at ``start`` (B,) (pixel units, float64). The patch touches
+    at most ceil(size * cell) + 1 pixels from floor(start); the window is that many (or the whole axis,
+    if shorter), shifted to lie inside the image, so it holds every in-image pixel the patch touches.
+    Weight [k, j] is the length of cell k inside window pixel j (pixels); parts of a cell outside the
+    image fall outside the window and so read 0.
+    """
+    n = min(math.ceil(size * cell) + 1, extent)
+    start = start.nan_to_num(nan=math.inf)  # a NaN location reads 0, like one far outside
+    offset = start.floor().clamp(0, extent - n)  # (B,) float64, integral
+    cells = torch.arange(size + 1, device=start.device, dtype=start.dtype)  # (g+1,)
+    edges = (start - offset)[:, None] + cell * cells  # (B, g+1) cell edges relative to the window
+    pixels = torch.arange(n, device=start.device, dtype=start.dtype)  # (n,)
+    part = (edges[:, :, None] - pixels).clamp(0, 1)  # (B, g+1, n) length of [0, e_k) inside pixel j
+    return offset.long(), part[:, 1:] - part[:, :-1]  # (B,), (B, g, n)
+
+
 def glimpse(images: Tensor, loc: Tensor, size: int, depth: int = 1, scale: float = 2.0) -> Tensor:
     """Area-averaged multi-scale glimpses (B, depth*C, size, size) of (B, C, H, W) images at ``loc`` (B, 2).
 
     ``loc`` is (x, y) in [-1, 1] image coordinates (any real value: patches may lie partly or fully
     outside, where the image reads 0). Channels are ordered scale-major: the C channels of the finest
-    patch first. Differentiable w.r.t. ``images`` (and ``loc``, piecewise); computed in float64, returned
-    in ``images.dtype``.
+    patch first. Differentiable w.r.t. ``images`` (and ``loc``, piecewise); geometry in float64, sums in
+    ``images.dtype`` promoted to at least float32, returned in ``images.dtype``.
     """
     _check(size, depth, scale)
     b, c, h, w = images.shape
     if loc.shape != (b, 2):
         raise ValueError(f"locations must be (B, 2) = ({b}, 2) (x, y) pairs, got {tuple(loc.shape)}")
+    dtype = torch.promote_types(images.dtype, torch.float32)
     with torch.autocast(device_type=images.device.type, enabled=False):
-        x = images.double()
-        integral = F.pad(x.cumsum(-1).cumsum(-2), (1, 0, 1, 0))  # (B, C, H+1, W+1), S[r, c] = sum of x[:r, :c]
-        opts = dict(device=images.device, dtype=torch.float64)
-        sides = torch.tensor(patch_sides(size, depth, scale), **opts)  # (D,) pixels
-        edges = torch.arange(size + 1, **opts) / size - 0.5  # (g+1,) cell edges, in units of the patch side
+        flat = images.to(dtype).reshape(b, c, h * w)  # (B, C, H*W)
         loc = loc.double()
         u = (loc[:, 0] + 1) * (w / 2)  # (B,) centre in pixel units
         v = (loc[:, 1] + 1) * (h / 2)
-        eu = u[:, None, None] + sides[None, :, None] * edges  # (B, D, g+1) x of the cell edges, pixels
-        ev = v[:, None, None] + sides[None, :, None] * edges  # (B, D, g+1)
-        # align_corners=True puts integral index j at -1 + 2j/W; 'border' clamps to [0, W], which is S outside
-        gx = (eu * (2 / w) - 1)[:, :, None, :].expand(-1, -1, size + 1, -1)  # (B, D, g+1 rows, g+1 cols)
-        gy = (ev * (2 / h) - 1)[:, :, :, None].expand(-1, -1, -1, size + 1)  # (B, D, g+1, g+1)
-        grid = torch.stack([gx, gy], dim=-1).reshape(b, depth * (size + 1), size + 1, 2)  # (B, D*(g+1), g+1, 2)
-        s = F.grid_sample(integral, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        s = s.view(b, c, depth, size + 1, size + 1)  # (B, C, D, g+1, g+1) S at every cell corner
-        cell = s[..., 1:, 1:] - s[..., :-1, 1:] - s[..., 1:, :-1] + s[..., :-1, :-1]  # (B, C, D, g, g) integrals
-        cell = cell / (sides / size).square().view(1, 1, depth, 1, 1)  # means over each cell
-        out = cell.transpose(1, 2).reshape(b, depth * c, size, size)  # (B, D*C, g, g)
+        outs = []
+        for side in patch_sides(size, depth, scale):
+            ox, wx = _window(u - side / 2, side / size, size, w)  # (B,), (B, g, nx)
+            oy, wy = _window(v - side / 2, side / size, size, h)  # (B,), (B, g, ny)
+            nx, ny = wx.shape[-1], wy.shape[-1]
+            starts = (oy * w + ox)[:, None] + w * torch.arange(ny, device=images.device)  # (B, ny) row starts
+            index = starts[:, :, None] + torch.arange(nx, device=images.device)  # (B, ny, nx) flat pixel index
+            window = flat.gather(2, index.view(b, 1, ny * nx).expand(b, c, -1)).view(b, c, ny, nx)  # (B, C, ny, nx)
+            wy, wx = wy.to(dtype).unsqueeze(1), wx.to(dtype).unsqueeze(1)  # (B, 1, g, n)
+            outs.append(wy @ window @ wx.transpose(-1, -2) / (side / size) ** 2)  # (B, C, g, g) cell means
+        out = torch.stack(outs, 1).reshape(b, depth * c, size, size)  # (B, D*C, g, g) scale-major
     return out.to(images.dtype)
 
 

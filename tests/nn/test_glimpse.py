@@ -134,3 +134,64 @@ def test_bad_geometry_names_the_flag():
         glimpse(torch.zeros(1, 1, 8, 8), torch.zeros(1, 2), 0)
     with pytest.raises(ValueError, match="--depth"):
         GlimpseSensor(4, depth=0)
+
+
+@pytest.mark.parametrize("size,depth,scale", [(4, 3, 2.0), (5, 3, 1.5), (3, 2, 0.7)])
+def test_huge_image_equals_small_image_with_the_same_surroundings(size, depth, scale):
+    # the sensor reads only a window around the location: a 15x11 image alone (zero outside) and the same
+    # image pasted into a zero 300x260 canvas give the same glimpses at the same point, borders included
+    torch.manual_seed(3)
+    small = torch.rand(4, 2, 11, 15)
+    big = torch.zeros(4, 2, 260, 300)
+    top, left = 97, 181
+    big[:, :, top:top + 11, left:left + 15] = small
+    # pixel-unit points in the small image: inside, on its border, off its corner, far outside
+    uv = torch.tensor([[7.3, 5.5], [0.2, 10.9], [-1.7, -2.4], [40.0, 3.1]], dtype=torch.float64)
+    loc_small = (uv / torch.tensor([15.0, 11.0], dtype=torch.float64) * 2 - 1).float()
+    loc_big = ((uv + torch.tensor([left, top])) / torch.tensor([300.0, 260.0], dtype=torch.float64) * 2 - 1).float()
+    out_small = glimpse(small, loc_small, size, depth, scale)
+    out_big = glimpse(big, loc_big, size, depth, scale)
+    assert out_small.abs().max() > 0.1  # the test looks at real content
+    # float32 locations round the point differently in the two frames (~1e-5 px on a 300-px axis)
+    assert torch.allclose(out_small, out_big, atol=5e-5, rtol=0)
+    assert torch.allclose(out_small.double(), naive_glimpse(small, loc_small, size, depth, scale), atol=1e-5, rtol=0)
+
+
+def test_patch_larger_than_the_image_on_every_side():
+    # scale 3 at depth 3: a 45-px patch around a 7x9 image; the window is the whole image
+    torch.manual_seed(4)
+    images = torch.rand(3, 1, 7, 9)
+    loc = torch.tensor([[0.1, -0.2], [0.95, 0.9], [-1.3, 0.4]])
+    out = glimpse(images, loc, 5, 3, 3.0)
+    assert torch.allclose(out.double(), naive_glimpse(images, loc, 5, 3, 3.0), atol=1e-6, rtol=0)
+    # centred at (4.5, 3.5), the middle 9-px cell of the 45-px patch is [0, 9] x [-1, 8]: the whole image
+    centred = glimpse(images, torch.zeros(3, 2), 5, 3, 3.0)  # (3, 3, 5, 5)
+    assert torch.allclose(centred[:, 2, 2, 2], images.sum((1, 2, 3)) / 81)
+
+
+def test_gradient_reaches_the_location_between_kinks():
+    # the output is piecewise linear in the centre; away from a kink the location gradient is exact
+    torch.manual_seed(5)
+    images = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    # integer cell widths (1, 2) and centres 0.37 / 0.61 px off the pixel grid: no edge crosses a pixel edge
+    loc = ((torch.tensor([[6.37, 9.61], [3.61, 11.37]], dtype=torch.float64) / 8) - 1).requires_grad_()
+    assert torch.autograd.gradcheck(lambda l: glimpse(images, l, 3, 2, 2.0), (loc,), eps=1e-7)
+    glimpse(images, loc, 3, 2, 2.0).sum().backward()
+    assert loc.grad.abs().sum() > 0
+
+
+def test_non_finite_locations_read_zero():
+    images = torch.rand(4, 1, 10, 10)
+    loc = torch.tensor([[float("nan"), 0.0], [0.0, float("inf")], [-float("inf"), 0.3], [1e30, -1e30]])
+    out = glimpse(images, loc, 4, 2)
+    assert torch.equal(out, torch.zeros(4, 2, 4, 4))
+
+
+def test_low_precision_images_are_summed_in_float32():
+    torch.manual_seed(6)
+    images = torch.rand(2, 3, 40, 40).bfloat16()
+    loc = torch.tensor([[0.21, -0.33], [-0.9, 0.77]])
+    out = glimpse(images, loc, 6, 3, 2.0)
+    assert out.dtype == torch.bfloat16
+    ref = naive_glimpse(images.float(), loc, 6, 3, 2.0)
+    assert torch.allclose(out.double(), ref, atol=1e-2, rtol=0)  # one bfloat16 rounding of the result
