@@ -193,8 +193,8 @@ class PHAM(AttentionModel):
         b, n = images.shape[0], self.grid.cells
         h = images.new_zeros(b, self.rnn.hidden)
         visited = torch.zeros(b, n, dtype=torch.bool, device=images.device)
-        logits, cells, maps, seen = [], [], [], []
-        nll = kl = images.new_zeros(b)
+        logits, cells, maps = [], [], []
+        hs, noise, seen = [], [], []  # per step, for the ELBO after the episode
         synth = None
         for t in range(self.steps):
             if policy == "eig" and t > 0:
@@ -213,13 +213,19 @@ class PHAM(AttentionModel):
             logits.append(self.classifier(h))                           # (B, K)
             plan_next = policy == "eig" and t < self.steps - 1
             if elbo or plan_next:
-                synth, z, log_q = self.vae(h, samples if plan_next else 1)  # (B, S, N, F), (B, S, Z), (B, S)
+                eps = self.vae.encoder.noise(h, samples if plan_next else 1)  # (B, S, Z)
+                if plan_next:  # the argmax passes no gradient: synthesize for the lookahead without a graph
+                    with torch.no_grad():
+                        synth = self.vae(h.detach(), eps.shape[1], eps)[0]  # (B, S, N, F)
                 if elbo:
+                    hs.append(h)
+                    noise.append(eps)
                     seen.append(what.detach())
-                    nll_t, kl_t = self.vae.negative_elbo(synth, z, log_q, torch.stack(seen, 1), torch.stack(cells, 1))
-                    nll, kl = nll + nll_t, kl + kl_t
-        return Rollout(torch.stack(logits, 1), torch.stack(cells, 1), torch.stack(maps, 1),
-                       nll if elbo else None, kl if elbo else None)
+        cells_bt = torch.stack(cells, 1)  # (B, T)
+        nll = kl = None
+        if elbo:  # the same z as the lookahead used, now with gradients, all steps in one flow/decoder pass
+            nll, kl = self.vae.negative_elbo_steps(torch.stack(hs, 1), noise, torch.stack(seen, 1), cells_bt)
+        return Rollout(torch.stack(logits, 1), cells_bt, torch.stack(maps, 1), nll, kl)
 
     def forward(self, images: Tensor) -> Tensor:
         """Final-step logits (B, K) with the EIG policy (phases 2, 3) or random glimpses (phase 1)."""

@@ -225,3 +225,62 @@ def test_phase_all_end_to_end_on_fixtures(tmp_path, data):
     for k, v in one.items():
         if k.startswith(("features.", "rnn.", "classifier.")):
             assert torch.equal(two[k], v), k
+
+
+def per_step_rollout(model: PHAM, images, policy: str, samples: int):
+    """The reference: one flow/decoder call with gradients at every step, its z used both to plan the next
+    glimpse and for that step's ELBO term over the cells seen so far (the rollout before batching over T)."""
+    from attention_lightning.nn.grid_glimpse import glimpses_at as at
+    from attention_lightning.nn.pham_blocks import random_scores
+
+    b, n = images.shape[0], model.grid.cells
+    h = images.new_zeros(b, model.rnn.hidden)
+    visited = torch.zeros(b, n, dtype=torch.bool)
+    logits, cells, seen, synth = [], [], [], None
+    nll = kl = torch.zeros(b)
+    for t in range(model.steps):
+        if policy == "eig" and t > 0:
+            with torch.no_grad():
+                score = model.lookahead(h, logits[-1], synth, visited)
+        else:
+            score = random_scores(visited)
+        cell = score.argmax(-1)
+        visited = visited.scatter(1, cell[:, None], True)
+        cells.append(cell)
+        what = model.features.what(at(images, cell, model.grid))
+        h = model.rnn(model.features.combine(what, model.centers[cell]), h)
+        logits.append(model.classifier(h))
+        plan_next = policy == "eig" and t < model.steps - 1
+        synth, z, log_q = model.vae(h, samples if plan_next else 1)
+        seen.append(what.detach())
+        nll_t, kl_t = model.vae.negative_elbo(synth, z, log_q, torch.stack(seen, 1), torch.stack(cells, 1))
+        nll, kl = nll + nll_t, kl + kl_t
+    return torch.stack(logits, 1), torch.stack(cells, 1), nll, kl
+
+
+@pytest.mark.parametrize("policy,samples", [("eig", 1), ("eig", 3), ("random", 1)])
+def test_rollout_elbo_after_the_episode_equals_the_per_step_elbo_with_the_same_z(tmp_path, policy, samples):
+    # the rollout plans without gradients and computes the ELBO of all steps in one pass afterwards; with the
+    # same seed it must choose the same cells and give the same ELBO and gradients as the per-step reference
+    path = save_weights(make(), tmp_path / "phase2.ckpt")
+    model = make(phase=3, init_from=path, classifier_dropout=0.3)
+    model.setup("fit")
+    model.train()  # dropout on: both draw from the RNG in the same order
+    images = torch.randn(5, 3, 32, 32)
+    torch.manual_seed(7)
+    run = model.rollout(images, policy, samples, elbo=True)
+    (run.nll.mean() + run.kl.mean() + run.logits.logsumexp(-1).mean()).backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    torch.manual_seed(7)
+    logits, cells, nll, kl = per_step_rollout(model, images, policy, samples)
+    (nll.mean() + kl.mean() + logits.logsumexp(-1).mean()).backward()
+    assert torch.equal(run.cells, cells)
+    torch.testing.assert_close(run.logits, logits)
+    torch.testing.assert_close(run.nll, nll, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(run.kl, kl, rtol=1e-5, atol=1e-3)
+    assert set(grads) == {k for k, p in model.named_parameters() if p.grad is not None}
+    assert any(k.startswith("vae.encoder.flow") for k in grads) and any(k.startswith("rnn.") for k in grads)
+    for k, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-5, msg=k)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
+
 from attention_lightning.nn.partial_vae import FeatureDecoder, FlowEncoder, PartialVAE
 from attention_lightning.nn.pham_blocks import information_gain
 
@@ -121,3 +122,67 @@ def test_information_gain_picks_the_informative_cell_in_a_known_toy():
     visited = torch.tensor([[False, False, True, False]])
     masked = information_gain(logits, prior, visited)
     assert masked[0, 2] == float("-inf") and masked.argmax(-1).item() == 1
+
+
+def test_encoder_with_given_noise_reproduces_its_own_draw():
+    enc = rough_flow()
+    h = torch.randn(4, 8)
+    torch.manual_seed(3)
+    z, log_q = enc(h, samples=2)
+    torch.manual_seed(3)
+    noise = enc.noise(h, 2)  # (4, 2, 5): the draw forward would make
+    z2, log_q2 = enc(h, 2, noise)
+    assert torch.equal(z, z2) and torch.equal(log_q, log_q2)
+    with pytest.raises(ValueError, match=r"\(B, S, Z\)"):
+        enc(h, 3, noise)
+
+
+def test_elbo_of_all_steps_in_one_pass_equals_the_per_step_sum():
+    # the reference: what a rollout did before, one flow/decoder call and one negative_elbo per step t, with the
+    # likelihood over the cells seen up to and including step t; the last step draws 1 z sample, the others 2
+    torch.manual_seed(0)
+    vae = PartialVAE(hidden=8, latent=4, features=6, grid=(3, 3), transforms=2, bins=5, flow_hidden=(16,),
+                     decoder_channels=8, decoder_layers=1)
+    with torch.no_grad():
+        vae.log_var.fill_(0.3)
+    b, steps = 3, 4
+    h = torch.randn(b, steps, 8, requires_grad=True)
+    seen = torch.randn(b, steps, 6)
+    cells = torch.stack([torch.randperm(9)[:steps] for _ in range(b)])  # (B, T) distinct cells per image
+    noise = [torch.randn(b, 2 if t < steps - 1 else 1, 4) for t in range(steps)]
+
+    nll, kl = vae.negative_elbo_steps(h, noise, seen, cells)
+    (nll.sum() + kl.sum()).backward()
+    grads = [h.grad.clone()] + [p.grad.clone() for p in vae.parameters()]
+    h.grad = None
+    vae.zero_grad()
+
+    ref_nll = ref_kl = torch.zeros(b)
+    for t in range(steps):
+        synth, z, log_q = vae(h[:, t], noise[t].shape[1], noise[t])
+        nll_t, kl_t = vae.negative_elbo(synth, z, log_q, seen[:, :t + 1], cells[:, :t + 1])
+        ref_nll, ref_kl = ref_nll + nll_t, ref_kl + kl_t
+    (ref_nll.sum() + ref_kl.sum()).backward()
+    ref_grads = [h.grad] + [p.grad for p in vae.parameters()]
+
+    torch.testing.assert_close(nll, ref_nll, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(kl, ref_kl, rtol=1e-5, atol=1e-4)
+    assert nll.shape == kl.shape == (b,)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+    # not vacuous: leaving out each step's own cell (an off-by-one in the observed mask) changes the sum
+    shifted = torch.zeros(b)
+    for t in range(1, steps):
+        shifted = shifted + vae.negative_elbo(*vae(h[:, t], noise[t].shape[1], noise[t]), seen[:, :t], cells[:, :t])[0]
+    assert not torch.allclose(nll, shifted, rtol=1e-3)
+
+
+def test_channels_last_decoder_equals_the_plain_layout():
+    dec = FeatureDecoder(latent=4, features=6, grid=(3, 5), channels=8, layers=2)
+    z = torch.randn(2, 7, 4)
+    out = dec(z)  # (2, 7, 15, 6)
+    gh, gw = dec.grid
+    plain = dec.body(dec.seed(z.reshape(-1, 4)).view(-1, 8, gh, gw).contiguous())  # (14, 6, 3, 5), NCHW throughout
+    torch.testing.assert_close(out, plain.flatten(2).transpose(1, 2).reshape(2, 7, 15, 6), rtol=1e-5, atol=1e-5)
+
+
