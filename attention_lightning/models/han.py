@@ -1,0 +1,251 @@
+"""HAN / AdaHAN: hard attention by feature presence for visual question answering.
+
+Malinowski, Doersch, Santoro, Battaglia, "Learning Visual Question Answering by Bootstrapping Hard
+Attention", ECCV 2018.
+
+Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with lengths (B,):
+
+1. A CNN encodes the image to a grid (B, C, H', W'); an LSTM (or GRU) encodes the question to (B, C).
+2. The question vector is broadcast to every cell and summed with the cell's projected image feature
+   plus a learned per-cell position embedding (``--fusion=film`` also scales the image feature by
+   question-dependent channel gains), then ReLU and a 1x1 conv give the fused feature of each cell
+   (B, N = H'W', C).
+3. Presence of a cell = L2 norm of its fused feature (``nn.selection.presence``).
+4. Selection (``--selection``):
+   - ``topk`` (HAN): the ``--k`` cells of largest presence (an int, or a float in (0, 1] = fraction of N).
+   - ``adaptive`` (AdaHAN): the cells whose softmax of presence over the N cells exceeds ``--threshold``
+     (default 1/N); the count differs per example; the top cell is always kept.
+   - ``soft`` baseline: every cell, weighted by the softmax of presence.
+   - ``none`` baseline: every cell, weight 1.
+5. Each selected cell's fused feature, concatenated with its (x, y) centre in [-1, 1] (cell j of W' at
+   (2j + 1)/W' - 1, the grid's own align_corners=False convention) and the question, goes through a
+   per-cell MLP; the results are summed (weighted by the soft weights for ``soft``) and scaled by the
+   fixed 1/sqrt(N) (a sum, not a mean, so it can count); an MLP over [sum, question] gives the answer
+   logits. Cross-entropy trains everything.
+
+What happens to the unselected cells (``topk``/``adaptive``): they are dropped before the answer head.
+``pack_cells`` gathers only the selected cells into a padded (B, M, C + 2) tensor (M = largest count in
+the batch; padding slots get weight 0), so the head never sees an unselected cell and the answer does
+not depend on its feature at all. Gradients: the choice of cells (top-k / threshold on presence) is a
+discrete, non-differentiable step and passes no gradient. The loss reaches both encoders only through
+the selected cells' fused features (the gather's backward scatters into those cells); an unselected
+cell's fused feature gets exactly zero gradient. The encoders still learn to rank cells because the
+features that help answering are those whose norms the selection reads ("bootstrapping"). With ``soft``
+the gradient also flows through the softmax weights into presence.
+
+Metrics: accuracy, and the fraction of cells attended per example (cells that reach the head; 1 for
+soft/none), logged as ``{stage}/attended_mean`` and ``{stage}/attended_std`` over the epoch.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.utils.rnn import pack_padded_sequence
+from torchmetrics import MeanMetric
+
+from ..attention import Attention
+from ..nn.coords import pixel_centers
+from ..nn.selection import SELECTIONS, Selection, pack_cells, presence, resolve_k, select
+from ..registry import register_model
+from .base import AttentionModel
+
+
+def conv_out(size: int, stride: int) -> int:
+    """Output length of a 3x3 conv with padding 1 and ``stride`` on an axis of ``size``."""
+    return (size - 1) // stride + 1
+
+
+class ImageEncoder(nn.Module):
+    """3x3 conv-BN-ReLU layers (no pooling) from (B, C_in, H, W) to a grid (B, C, H', W')."""
+
+    def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int]) -> None:
+        super().__init__()
+        if len(channels) != len(strides) or not channels:
+            raise ValueError(f"--encoder_channels {list(channels)} and --encoder_strides {list(strides)} "
+                             f"must be non-empty and of equal length")
+        layers, c = [], in_channels
+        for out, s in zip(channels, strides):
+            layers += [nn.Conv2d(c, out, 3, stride=s, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            c = out
+        self.net = nn.Sequential(*layers)
+        self.strides = tuple(strides)
+        self.out_channels = c
+
+    def grid_size(self, h: int, w: int) -> Tuple[int, int]:
+        for s in self.strides:
+            h, w = conv_out(h, s), conv_out(w, s)
+        return h, w
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)  # (B, C, H', W')
+
+
+class QuestionEncoder(nn.Module):
+    """Word embeddings and an LSTM/GRU; the last hidden state of each question's true length (B, C)."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, rnn: str) -> None:
+        super().__init__()
+        if rnn not in ("lstm", "gru"):
+            raise ValueError(f"--rnn={rnn!r} is not supported; use lstm or gru")
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.rnn = (nn.LSTM if rnn == "lstm" else nn.GRU)(embed_dim, hidden, batch_first=True)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        x = self.embed(tokens)  # (B, L, E)
+        packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
+        _, h = self.rnn(packed)
+        h = h[0] if isinstance(h, tuple) else h  # (1, B, C)
+        return h[-1]  # (B, C)
+
+
+class SetHead(nn.Module):
+    """Answer head over a weighted set of cells: sum_i w_i g([cell_i, xy_i, question]), then f([sum, question])."""
+
+    def __init__(self, cell_dim: int, question_dim: int, hidden: int, num_classes: int, num_cells: int) -> None:
+        super().__init__()
+        self.scale = num_cells ** -0.5  # a fixed scale (not a mean), so the sum still counts
+        self.g = nn.Sequential(nn.Linear(cell_dim + 2 + question_dim, hidden), nn.ReLU(inplace=True),
+                               nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+        self.f = nn.Sequential(nn.Linear(hidden + question_dim, hidden), nn.ReLU(inplace=True),
+                               nn.Linear(hidden, num_classes))
+
+    def forward(self, cells: Tensor, xy: Tensor, weights: Tensor, question: Tensor) -> Tensor:
+        qs = question[:, None].expand(-1, cells.shape[1], -1)  # (B, M, C)
+        h = self.g(torch.cat([cells, xy, qs], dim=-1))  # (B, M, hidden)
+        pooled = (h * weights[..., None]).sum(dim=1) * self.scale  # (B, hidden)
+        return self.f(torch.cat([pooled, question], dim=-1))  # (B, K)
+
+
+@register_model("han", "HAN/AdaHAN: question-fused CNN grid, keep top-k or adaptive cells by L2 presence, set head")
+class HAN(AttentionModel):
+    def __init__(
+        self,
+        num_classes: int = 18,
+        vocab_size: int = 64,
+        in_channels: int = 3,
+        image_size: Sequence[int] = (48, 48),
+        selection: str = "topk",
+        k: Union[int, float] = 0.25,
+        threshold: Optional[float] = None,
+        encoder_channels: Sequence[int] = (32, 64, 64),
+        encoder_strides: Sequence[int] = (2, 2, 1),
+        embed_dim: int = 32,
+        fusion_dim: int = 128,
+        head_hidden: int = 128,
+        rnn: str = "lstm",
+        fusion: str = "sum",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(num_classes, lr, weight_decay)
+        self.save_hyperparameters()
+        if selection not in SELECTIONS:
+            raise ValueError(f"--selection={selection!r} is not supported; use one of {', '.join(SELECTIONS)}")
+        self.check_positive(lr=lr, embed_dim=embed_dim, fusion_dim=fusion_dim, head_hidden=head_hidden)
+        self.image_encoder = ImageEncoder(in_channels, encoder_channels, encoder_strides)
+        self.grid_hw = self.image_encoder.grid_size(int(image_size[0]), int(image_size[-1]))
+        self.num_cells = self.grid_hw[0] * self.grid_hw[1]
+        self.k = resolve_k(k, self.num_cells) if selection == "topk" else None
+        self.threshold = threshold
+        if threshold is not None and not 0.0 <= threshold < 1.0:
+            raise ValueError(f"--threshold={threshold} must be in [0, 1) (a softmax value; default 1/{self.num_cells})")
+        self.question_encoder = QuestionEncoder(vocab_size, embed_dim, fusion_dim, rnn)
+        if fusion not in ("sum", "film"):
+            raise ValueError(f"--fusion={fusion!r} is not supported; use sum (the paper's) or film")
+        self.project = nn.Conv2d(self.image_encoder.out_channels, fusion_dim, 1)
+        # a learned embedding per cell, added to the image features, so presence can depend on where a cell is
+        self.position = nn.Parameter(0.1 * torch.randn(fusion_dim, *self.grid_hw))
+        self.film = nn.Linear(fusion_dim, fusion_dim) if fusion == "film" else None
+        self.fuse = nn.Conv2d(fusion_dim, fusion_dim, 1)
+        self.head = SetHead(fusion_dim, fusion_dim, head_hidden, num_classes, self.num_cells)
+        # fraction of cells attended: running mean of f and f^2 per stage, for the epoch's mean and spread
+        self.attended = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test") for m in ("mean", "sq")})
+
+    # --- batches are dicts (datamodules.vqa_scenes) ------------------------------------------------
+    def targets(self, batch: Any) -> Tensor:
+        return batch["answer"]
+
+    def inputs(self, batch: Any) -> Tuple[Tensor, Tensor, Tensor]:
+        return batch["image"], batch["question"], batch["length"]
+
+    # --- the model ---------------------------------------------------------------------------
+    def encode(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        """Fused cell features (B, N, C), row-major over the (H', W') grid, and the question vector (B, C)."""
+        grid = self.image_encoder(images)  # (B, C', H', W')
+        if tuple(grid.shape[-2:]) != self.grid_hw:
+            raise ValueError(f"images {tuple(images.shape[-2:])} give a {tuple(grid.shape[-2:])} grid, but the model "
+                             f"was built for {self.grid_hw}; pass --image_size matching the data")
+        q = self.question_encoder(tokens, lengths)  # (B, C)
+        v = self.project(grid) + self.position  # (B, C, H', W')
+        if self.film is not None:  # question-dependent channel gains as well as the paper's sum
+            v = v * (1 + self.film(q))[:, :, None, None]
+        fused = self.fuse(F.relu(v + q[:, :, None, None]))  # (B, C, H', W')
+        return fused.flatten(2).transpose(1, 2), q  # (B, N, C), (B, C)
+
+    def cell_xy(self, device, dtype) -> Tensor:
+        """Cell centres (N, 2) as (x, y) in [-1, 1], row-major."""
+        h, w = self.grid_hw
+        ys, xs = pixel_centers(h, device=device, dtype=dtype), pixel_centers(w, device=device, dtype=dtype)
+        return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)  # (N, 2)
+
+    def choose(self, cells: Tensor) -> Selection:
+        """The selection (mask and weights over the N cells) from the fused cells' presence."""
+        return select(presence(cells), self.hparams.selection, self.k, self.threshold)
+
+    def answer(self, cells: Tensor, q: Tensor, sel: Selection) -> Tensor:
+        """Logits (B, K) from the selected cells only (hard modes) or all cells weighted (soft/none)."""
+        xy = self.cell_xy(cells.device, cells.dtype).expand(cells.shape[0], -1, -1)  # (B, N, 2)
+        if self.hparams.selection in ("topk", "adaptive"):
+            packed, valid, order = pack_cells(torch.cat([cells, xy], dim=-1), sel.mask)  # (B, M, C + 2)
+            return self.head(packed[..., :-2], packed[..., -2:], valid.to(cells.dtype), q)
+        return self.head(cells, xy, sel.weights.to(cells.dtype), q)
+
+    def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
+        cells, q = self.encode(images, tokens, lengths)
+        return self.answer(cells, q, self.choose(cells))  # (B, K)
+
+    def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
+        cells, q = self.encode(*self.inputs(batch))
+        sel = self.choose(cells)
+        logits = self.answer(cells, q, sel)
+        frac = sel.mask.float().mean(dim=1)  # (B,) fraction of cells attended
+        self.attended[f"{stage}_mean"].update(frac.detach())
+        self.attended[f"{stage}_sq"].update(frac.detach() ** 2)
+        return {"ce": F.cross_entropy(logits, self.targets(batch))}, logits
+
+    def _log_attended(self, stage: str) -> None:
+        m_mean, m_sq = self.attended[f"{stage}_mean"], self.attended[f"{stage}_sq"]
+        if m_mean.update_count == 0:
+            return
+        mean, sq = m_mean.compute(), m_sq.compute()
+        self.log(f"{stage}/attended_mean", mean)
+        self.log(f"{stage}/attended_std", (sq - mean ** 2).clamp(min=0).sqrt())
+        m_mean.reset()
+        m_sq.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_attended("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_attended("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_attended("test")
+
+    @torch.no_grad()
+    def attention(self, batch: Any) -> Attention:
+        images, tokens, lengths = self.inputs(batch)
+        cells, q = self.encode(images, tokens, lengths)
+        sel = self.choose(cells)
+        probs = self.answer(cells, q, sel).softmax(-1)  # (B, K)
+        h, w = self.grid_hw
+        soft = self.hparams.selection == "soft"
+        maps = (sel.weights if soft else sel.mask.float()).reshape(-1, 1, h, w)  # (B, 1, H', W')
+        return Attention(
+            images=images, probs=probs[:, None], maps=maps, labels=batch.get("answer"),
+            captions=list(batch.get("text", [])), map_title="soft weights" if soft else "selected cells",
+        )

@@ -1,0 +1,101 @@
+"""Cell selection by feature presence: the hard attention of HAN and AdaHAN.
+
+Malinowski, Doersch, Santoro, Battaglia, "Learning Visual Question Answering by Bootstrapping Hard
+Attention", ECCV 2018. The presence of a grid cell is the L2 norm of its (question-fused) feature.
+HAN keeps the k cells of largest presence; AdaHAN keeps every cell whose softmax of presence over all
+cells exceeds a threshold (1/number of cells by default), so the count varies per example. ``soft``
+(softmax weights over all cells) and ``none`` (every cell, weight 1) are the paper's baselines.
+
+Cells are flattened row-major: cell n of an (H', W') grid is row n // W', column n % W'. Variable
+counts are carried by boolean masks (B, N) so a minibatch needs no per-example code; ``pack_cells``
+moves the selected cells to the front of a padded (B, M, D) tensor, M the largest count in the batch.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+SELECTIONS = ("topk", "adaptive", "soft", "none")
+
+
+class Selection(NamedTuple):
+    mask: Tensor     # (B, N) bool, the cells that reach the answer head
+    weights: Tensor  # (B, N) float, each cell's weight in the head: 1/0 for hard modes, softmax for soft
+
+
+def presence(cells: Tensor) -> Tensor:
+    """L2 norm of each cell's feature: (B, N, C) -> (B, N), in float32."""
+    return cells.float().norm(dim=-1)
+
+
+def resolve_k(k: Union[int, float], num_cells: int) -> int:
+    """The number of cells kept: an int k as is, a float in (0, 1] as that fraction of ``num_cells`` (at least 1)."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        raise ValueError(f"--k={k!r} must be a cell count (int >= 1) or a fraction of cells (float in (0, 1])")
+    if isinstance(k, float):
+        if not 0.0 < k <= 1.0:
+            raise ValueError(f"--k={k} as a float is a fraction of the {num_cells} cells and must be in (0, 1]; "
+                             f"pass an int for a count")
+        return max(1, int(round(k * num_cells)))
+    if k < 1:
+        raise ValueError(f"--k={k} must be at least 1")
+    if k > num_cells:
+        raise ValueError(f"--k={k} exceeds the {num_cells} cells of the feature grid; use --k <= {num_cells} "
+                         f"or a fraction such as --k=0.25")
+    return k
+
+
+def topk_select(scores: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+    """Indices (B, k) of the k largest scores per row of (B, N), in decreasing order, and the mask (B, N)."""
+    if not 1 <= k <= scores.shape[1]:
+        raise ValueError(f"--k={k} must be between 1 and the {scores.shape[1]} cells of the grid")
+    idx = scores.topk(k, dim=1).indices  # (B, k)
+    mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, idx, True)  # (B, N)
+    return idx, mask
+
+
+def adaptive_select(scores: Tensor, threshold: Optional[float] = None) -> Tensor:
+    """Mask (B, N) of cells whose softmax over the row exceeds ``threshold`` (default 1/N).
+
+    The cell of largest score is always kept, so no example is left with nothing (with equal scores
+    every softmax value is exactly 1/N and none exceeds the default threshold).
+    """
+    n = scores.shape[1]
+    threshold = 1.0 / n if threshold is None else threshold
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"--threshold={threshold} must be in [0, 1) (a softmax value; default 1/{n})")
+    probs = scores.float().softmax(dim=1)  # (B, N)
+    mask = probs > threshold
+    return mask.scatter(1, scores.argmax(dim=1, keepdim=True), True)
+
+
+def select(scores: Tensor, mode: str, k: Optional[int] = None, threshold: Optional[float] = None) -> Selection:
+    """The selection of ``mode`` (topk | adaptive | soft | none) over presence ``scores`` (B, N)."""
+    if mode == "topk":
+        if k is None:
+            raise ValueError("selection 'topk' needs --k (a count or a fraction of cells)")
+        mask = topk_select(scores, k)[1]
+        return Selection(mask, mask.to(scores.dtype))
+    if mode == "adaptive":
+        mask = adaptive_select(scores, threshold)
+        return Selection(mask, mask.to(scores.dtype))
+    if mode == "soft":
+        return Selection(torch.ones_like(scores, dtype=torch.bool), scores.softmax(dim=1))
+    if mode == "none":
+        return Selection(torch.ones_like(scores, dtype=torch.bool), torch.ones_like(scores))
+    raise ValueError(f"--selection={mode!r} is not supported; use one of {', '.join(SELECTIONS)}")
+
+
+def pack_cells(cells: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Selected cells moved to the front: (B, N, D), (B, N) -> cells (B, M, D), valid (B, M), indices (B, M).
+
+    M is the largest count in the batch; row b holds its selected cells in grid order followed by
+    padding (valid False, copies of some cell that the caller must zero out or weight by 0).
+    """
+    m = int(mask.sum(dim=1).max().item())
+    order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :m]  # (B, M)
+    valid = torch.gather(mask, 1, order)  # (B, M)
+    packed = torch.gather(cells, 1, order[..., None].expand(-1, -1, cells.shape[-1]))  # (B, M, D)
+    return packed, valid, order

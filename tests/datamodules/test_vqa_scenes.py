@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+import torch
+
+from datamodules.vqa_scenes import (
+    COLOURS, QTYPES, SHAPES, SIZES, Scene, SceneGenerator, VQAScenesDataModule, answer_question, collate,
+)
+
+RED, GREEN, BLUE = (list(COLOURS).index(c) for c in ("red", "green", "blue"))
+CIRCLE, SQUARE, TRIANGLE = (SHAPES.index(s) for s in ("circle", "square", "triangle"))
+
+
+def small_dm(**kw) -> VQAScenesDataModule:
+    dm = VQAScenesDataModule(**{"canvas_size": 32, "train_size": 50, "val_size": 400, "test_size": 20, **kw})
+    dm.setup()
+    return dm
+
+
+def hand_scene() -> Scene:
+    """3x3 grid on a 48px canvas (places of 16px): red large circle top left, green small square top right,
+    blue large triangle bottom centre, green large circle middle left."""
+    return Scene(
+        colour=np.array([RED, GREEN, BLUE, GREEN]),
+        shape=np.array([CIRCLE, SQUARE, TRIANGLE, CIRCLE]),
+        size=np.array([1, 0, 1, 1]),
+        place=np.array([0, 2, 7, 3]),
+        centre=np.array([[8.0, 8.0], [40.0, 8.0], [24.0, 40.0], [8.0, 24.0]]),
+        radius=np.array([6.4, 4.0, 6.4, 6.4]),
+        clutter=np.array([[30.0, 25.0, 1.6]]),
+    )
+
+
+@pytest.mark.parametrize("question,answer", [
+    ("is there a red circle ?", "yes"),
+    ("is there a red square ?", "no"),
+    ("is there a green square ?", "yes"),
+    ("what colour is the object at the top right ?", "green"),
+    ("what shape is the object at the bottom centre ?", "triangle"),
+    ("what size is the object at the top right ?", "small"),
+    ("what size is the object at the middle left ?", "large"),
+    ("how many green objects are there ?", "2"),
+    ("how many yellow objects are there ?", "0"),
+    ("how many circles are there ?", "2"),
+    ("how many crosses are there ?", "0"),
+    ("is the red circle left of the green square ?", "yes"),
+    ("is the red circle right of the green square ?", "no"),
+    ("is the green square right of the blue triangle ?", "yes"),
+    ("is the blue triangle left of the green circle ?", "no"),
+])
+def test_answers_on_a_hand_built_scene(question, answer):
+    assert answer_question(hand_scene(), question, grid=3) == answer
+
+
+def test_rendering_draws_each_object_in_its_colour_at_its_place():
+    gen = SceneGenerator(48, 3, 3, 6, 1, 3, QTYPES)
+    image = gen.render(hand_scene())  # (3, 48, 48)
+    assert image.shape == (3, 48, 48) and image.dtype == np.float32
+    rgb = np.array(list(COLOURS.values()), dtype=np.float32)
+    for (x, y), c in zip(hand_scene().centre, hand_scene().colour):
+        np.testing.assert_allclose(image[:, int(y), int(x)], rgb[c])
+    np.testing.assert_allclose(image[:, 25, 30], [0.5, 0.5, 0.5])  # the clutter square
+    np.testing.assert_allclose(image[:, 40, 8], [0.0, 0.0, 0.0])   # the empty bottom left place
+    # the square's mask is a (2 * 0.85 r)-sided square around its centre: 6.8px -> pixels 37..42 of x
+    cols = np.flatnonzero((image[:, 8, :] == rgb[GREEN][:, None]).all(0))
+    assert cols.min() == 37 and cols.max() == 42
+
+
+def test_generator_answer_matches_the_independent_reader():
+    dm = small_dm(val_size=600)
+    seen = set()
+    for i in range(600):
+        scene = dm.val_set.scene(i)[0]
+        seen.add(scene.qtype)
+        assert answer_question(scene, scene.question, dm.hparams.grid) == scene.answer, scene.question
+        assert len(np.unique(scene.place)) == len(scene.place)  # one object per place
+        pairs = set(zip(scene.colour.tolist(), scene.shape.tolist()))
+        assert len(pairs) == len(scene.colour)  # colour-shape pairs are unique, so descriptions are
+    assert seen == set(QTYPES)
+
+
+def test_val_is_deterministic_and_train_follows_torch_seed():
+    a, b = small_dm(), small_dm()
+    for i in (0, 7, 399):
+        x, y = a.val_set[i], b.val_set[i]
+        assert torch.equal(x["image"], y["image"]) and x["text"] == y["text"] and x["answer"] == y["answer"]
+    assert not torch.equal(a.val_set[0]["image"], a.val_set[1]["image"])
+    torch.manual_seed(1)
+    t1 = [a.train_set[0]["image"] for _ in range(2)]
+    torch.manual_seed(1)
+    t2 = [b.train_set[0]["image"] for _ in range(2)]
+    assert torch.equal(t1[0], t2[0]) and torch.equal(t1[1], t2[1])
+    assert not torch.equal(t1[0], t1[1])  # the same index differs from epoch to epoch
+
+
+def test_collate_pads_questions_and_tokenizer_round_trips():
+    dm = small_dm()
+    items = [dm.val_set[i] for i in range(6)]
+    batch = collate(items)
+    assert batch["image"].shape == (6, 3, 32, 32)
+    assert batch["question"].dtype == torch.long and batch["question"].shape[0] == 6
+    assert batch["length"].tolist() == [len(it["text"].split()) for it in items]
+    for i, it in enumerate(items):
+        n = batch["length"][i]
+        assert (batch["question"][i, n:] == 0).all() and (batch["question"][i, :n] > 1).all()  # no pad/unk inside
+        assert dm.tokenizer.decode(batch["question"][i]) == it["text"]
+    assert batch["answer"].tolist() == [it["answer"] for it in items]
+    loaded = next(iter(dm.val_dataloader()))
+    assert set(loaded) == {"image", "question", "length", "answer", "qtype", "text"}
+
+
+def test_answers_are_balanced_and_majority_is_low():
+    dm = small_dm(val_size=800)
+    answer, freq = dm.majority_baseline()
+    assert answer in ("yes", "no") and freq < 0.35
+    ans = [dm.val_set.scene(i)[0] for i in range(800)]
+    yes_no = [s.answer for s in ans if s.qtype in ("exist", "relate")]
+    assert 0.4 < yes_no.count("yes") / len(yes_no) < 0.6
+    counts = [s.answer for s in ans if s.qtype == "count"]
+    assert {"0", "1", "2", "3"} <= set(counts)
+    assert max(counts.count(c) for c in set(counts)) / len(counts) < 0.4
+
+
+def test_model_kwargs_and_vocabularies():
+    dm = small_dm()
+    kw = dm.model_kwargs()
+    assert kw["num_classes"] == len(dm.answers) == len(set(dm.answers))
+    assert kw["vocab_size"] == len(dm.tokenizer) and kw["in_channels"] == 3 and kw["image_size"] == (32, 32)
+    assert set(SIZES) <= set(dm.answers)
+
+
+@pytest.mark.parametrize("kw,flag", [
+    ({"max_objects": 10}, "--max_objects"), ({"grid": 5}, "--grid"), ({"canvas_size": 16}, "--canvas_size"),
+    ({"question_types": ["where"]}, "--question_types"), ({"max_count": 9}, "--max_count"),
+])
+def test_bad_flags_name_the_flag(kw, flag):
+    with pytest.raises(ValueError, match=flag):
+        VQAScenesDataModule(**kw)

@@ -1,0 +1,148 @@
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from attention_lightning import experiment
+from attention_lightning.attention import Attention
+from attention_lightning.models.han import HAN
+from attention_lightning.nn.selection import presence
+from datamodules.vqa_scenes import VQAScenesDataModule, collate
+
+SELECTIONS = ("topk", "adaptive", "soft", "none")
+
+
+@pytest.fixture(scope="module")
+def dm() -> VQAScenesDataModule:
+    d = VQAScenesDataModule(canvas_size=32, train_size=64, val_size=32, test_size=32, batch_size=16)
+    d.setup()
+    return d
+
+
+@pytest.fixture(scope="module")
+def batch(dm):
+    return collate([dm.val_set[i] for i in range(12)])
+
+
+def make(dm, **kw) -> HAN:
+    # 32px with strides (2, 2, 1): an 8x8 grid of 64 cells
+    return HAN(**dm.model_kwargs(), encoder_channels=(8, 16, 16), fusion_dim=32, head_hidden=32, embed_dim=8, **kw)
+
+
+def test_k_larger_than_the_grid_names_the_flag(dm):
+    with pytest.raises(ValueError, match=r"--k=65 exceeds the 64 cells.*--k <= 64"):
+        make(dm, selection="topk", k=65)
+    assert make(dm, k=64).k == 64 and make(dm, k=0.25).k == 16
+    with pytest.raises(ValueError, match="--selection"):
+        make(dm, selection="hard")
+
+
+@pytest.mark.parametrize("selection", SELECTIONS)
+def test_shapes_and_attention(dm, batch, selection):
+    model = make(dm, selection=selection, k=10).eval()
+    logits = model(*model.inputs(batch))
+    assert logits.shape == (12, dm.num_classes)
+    att = model.attention(batch)
+    assert isinstance(att, Attention)
+    assert att.maps.shape == (12, 1, 8, 8) and att.probs.shape == (12, 1, dm.num_classes)
+    assert att.captions == batch["text"] and torch.equal(att.labels, batch["answer"])
+    if selection == "topk":
+        assert att.maps.flatten(1).sum(1).tolist() == [10.0] * 12
+    if selection == "none":
+        assert (att.maps == 1).all()
+
+
+def test_topk_keeps_the_k_largest_presence_cells_of_the_fused_features(dm, batch):
+    model = make(dm, selection="topk", k=7).eval()
+    cells, _ = model.encode(*model.inputs(batch))  # (B, 64, C)
+    mask = model.choose(cells).mask
+    norms = cells.norm(dim=-1)
+    assert mask.sum(1).tolist() == [7] * 12
+    for b in range(12):
+        assert norms[b][mask[b]].min() > norms[b][~mask[b]].max()
+
+
+@pytest.mark.parametrize("selection", ["topk", "adaptive"])
+def test_gradients_reach_both_encoders_through_selected_cells_only(dm, batch, selection):
+    model = make(dm, selection=selection, k=9)
+    cells, q = model.encode(*model.inputs(batch))
+    cells.retain_grad()
+    sel = model.choose(cells)
+    torch.nn.functional.cross_entropy(model.answer(cells, q, sel), batch["answer"]).backward()
+    per_cell = cells.grad.abs().sum(-1)  # (B, N)
+    assert (per_cell[~sel.mask] == 0).all()          # unselected cells get exactly no gradient
+    assert (per_cell[sel.mask] > 0).float().mean() > 0.9  # selected ones do (a dead ReLU may zero a few)
+    for enc in (model.image_encoder, model.question_encoder):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
+
+
+def test_soft_gradient_reaches_every_cell(dm, batch):
+    model = make(dm, selection="soft")
+    cells, q = model.encode(*model.inputs(batch))
+    cells.retain_grad()
+    model.answer(cells, q, model.choose(cells)).logsumexp(-1).sum().backward()
+    assert (cells.grad.abs().sum(-1) > 0).all()
+
+
+@pytest.mark.parametrize("selection", ["topk", "adaptive"])
+def test_unselected_cells_do_not_change_the_answer(dm, batch, selection):
+    model = make(dm, selection=selection, k=9).eval()
+    with torch.no_grad():
+        cells, q = model.encode(*model.inputs(batch))
+        sel = model.choose(cells)
+        # shrink the unselected cells towards 0 (their presence only drops, so the selection holds) and scramble
+        other = cells * 0.5 + 0.1 * torch.randn_like(cells) * presence(cells)[..., None].min() / cells.shape[-1]
+        changed = torch.where(sel.mask[..., None], cells, other * 0.3)
+        sel2 = model.choose(changed)
+        assert torch.equal(sel.mask, sel2.mask)
+        torch.testing.assert_close(model.answer(changed, q, sel2), model.answer(cells, q, sel))
+
+
+def test_adaptive_count_varies_with_the_input(dm, batch):
+    model = make(dm, selection="adaptive").eval()
+    with torch.no_grad():
+        cells, _ = model.encode(*model.inputs(batch))
+        peaky = cells.clone()
+        peaky[0, 5] *= 50.0  # one cell dominates the softmax of example 0
+        counts = model.choose(peaky).mask.sum(1)
+    assert counts[0] == 1 and counts[1:].max() > 1
+
+
+@pytest.mark.slow
+def test_loss_decreases_on_a_fixed_batch(dm, batch):
+    torch.manual_seed(0)
+    model = make(dm, selection="topk", k=16)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        terms, _ = model.loss_terms(batch, "train")
+        opt.zero_grad()
+        terms["ce"].backward()
+        opt.step()
+        losses.append(terms["ce"].item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("selection,k", [("topk", 16), ("adaptive", 16), ("soft", 16)])
+def test_attended_fraction_is_logged(dm, selection, k):
+    model = make(dm, selection=selection, k=k)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    m = trainer.callback_metrics
+    if selection == "topk":
+        assert m["val/attended_mean"].item() == pytest.approx(16 / 64) and m["val/attended_std"].item() == 0
+    elif selection == "soft":
+        assert m["val/attended_mean"].item() == 1.0
+    else:
+        assert 0 < m["val/attended_mean"].item() <= 1
+    assert "train/attended_mean" in m
+
+
+@pytest.mark.parametrize("selection", ["topk", "adaptive"])
+def test_cli_fast_dev_run(tmp_path, selection):
+    summary = experiment.fit({
+        "model": "han", "data": "vqa_scenes", "selection": selection, "k": 0.25, "canvas_size": 32,
+        "train_size": 64, "val_size": 32, "test_size": 32, "batch_size": 16, "fusion_dim": 32, "head_hidden": 32,
+        "fast_dev_run": 1, "default_root_dir": str(tmp_path), "logger": "none", "enable_progress_bar": False,
+    })
+    assert summary["global_step"] == 1

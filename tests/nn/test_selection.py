@@ -1,0 +1,108 @@
+import math
+
+import pytest
+import torch
+
+from attention_lightning.nn.selection import (
+    adaptive_select, pack_cells, presence, resolve_k, select, topk_select,
+)
+
+
+def test_presence_is_l2_norm_per_cell():
+    cells = torch.tensor([[[3.0, 4.0], [0.0, -2.0], [1.0, 1.0]]])  # (1, 3, 2)
+    torch.testing.assert_close(presence(cells), torch.tensor([[5.0, 2.0, math.sqrt(2)]]))
+
+
+def test_topk_selects_exactly_the_k_largest_norm_cells():
+    cells = torch.randn(4, 20, 8)
+    scores = presence(cells)
+    idx, mask = topk_select(scores, 5)
+    assert idx.shape == (4, 5) and mask.shape == (4, 20)
+    assert mask.sum(1).tolist() == [5, 5, 5, 5]
+    for b in range(4):
+        expected = set(scores[b].argsort(descending=True)[:5].tolist())
+        assert set(idx[b].tolist()) == expected
+        assert set(mask[b].nonzero().flatten().tolist()) == expected
+        assert scores[b][mask[b]].min() > scores[b][~mask[b]].max()
+
+
+def test_topk_hand_case():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.7], [4.0, 1.0, 3.0, 2.0]])
+    idx, mask = topk_select(scores, 2)
+    assert idx.tolist() == [[1, 3], [0, 2]]
+    assert mask.tolist() == [[False, True, False, True], [True, False, True, False]]
+
+
+def test_resolve_k_counts_and_fractions():
+    assert resolve_k(16, 64) == 16
+    assert resolve_k(0.25, 64) == 16
+    assert resolve_k(1.0, 64) == 64
+    assert resolve_k(0.001, 64) == 1
+    with pytest.raises(ValueError, match=r"--k=65 exceeds the 64 cells.*--k <= 64"):
+        resolve_k(65, 64)
+    for bad in (0, -1, 1.5, 0.0, "3"):
+        with pytest.raises(ValueError, match="--k"):
+            resolve_k(bad, 64)
+
+
+def test_adaptive_selects_a_different_count_on_inputs_built_to_differ():
+    # the softmax of log-probabilities is the probabilities: row 0 has two cells above 1/4, row 1 one
+    probs = torch.tensor([[0.5, 0.3, 0.1, 0.1], [0.4, 0.2, 0.2, 0.2]])
+    mask = adaptive_select(probs.log())
+    assert mask.tolist() == [[True, True, False, False], [True, False, False, False]]
+    assert mask.sum(1).tolist() == [2, 1]
+
+
+def test_adaptive_softmax_is_per_example_and_shift_invariant():
+    scores = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    # adding a constant to one row must not change that row's selection (softmax over cells, not the batch)
+    batch = torch.cat([scores, scores + 100.0, torch.zeros(1, 4)])
+    mask = adaptive_select(batch)
+    assert mask[0].tolist() == mask[1].tolist()
+    p = scores.softmax(1)[0]
+    assert mask[0].tolist() == (p > 0.25).tolist()
+    # equal scores: nothing exceeds 1/N, the top cell is kept so no example is empty
+    assert mask[2].sum() == 1
+
+
+def test_adaptive_threshold():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    assert adaptive_select(probs.log(), threshold=0.1).tolist() == [[True, True, True, False]]
+    assert adaptive_select(probs.log(), threshold=0.4).tolist() == [[True, False, False, False]]
+    with pytest.raises(ValueError, match="--threshold"):
+        adaptive_select(probs, threshold=1.5)
+
+
+def test_soft_and_none_baselines():
+    scores = torch.randn(3, 6)
+    soft = select(scores, "soft")
+    torch.testing.assert_close(soft.weights, scores.softmax(1))
+    torch.testing.assert_close(soft.weights.sum(1), torch.ones(3))
+    assert soft.mask.all()
+    none = select(scores, "none")
+    assert none.mask.all() and (none.weights == 1).all()
+    hard = select(scores, "topk", k=2)
+    assert (hard.weights == hard.mask.float()).all()
+    with pytest.raises(ValueError, match="--selection"):
+        select(scores, "sparse")
+
+
+def test_pack_cells_moves_selected_cells_to_the_front():
+    cells = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)  # cell value = b*4 + n
+    mask = torch.tensor([[True, False, True, False], [False, False, False, True]])
+    packed, valid, order = pack_cells(cells, mask)
+    assert packed.shape == (2, 2, 1)
+    assert valid.tolist() == [[True, True], [True, False]]
+    assert packed[0, :, 0].tolist() == [0.0, 2.0]
+    assert packed[1, 0, 0].item() == 7.0
+    assert order[0].tolist() == [0, 2] and order[1, 0].item() == 3
+
+
+def test_gradient_reaches_selected_cells_only():
+    cells = torch.randn(2, 10, 4, requires_grad=True)
+    mask = topk_select(presence(cells), 3)[1]
+    packed, valid, _ = pack_cells(cells, mask)
+    (packed * valid[..., None]).pow(2).sum().backward()
+    per_cell = cells.grad.abs().sum(-1)  # (2, 10)
+    assert (per_cell[mask] > 0).all()
+    assert (per_cell[~mask] == 0).all()
