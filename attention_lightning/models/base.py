@@ -65,7 +65,7 @@ class AttentionModel(pl.LightningModule):
         if seed is not None and self.trainer.world_size > 1:
             torch.manual_seed(int(seed) + 7919 * self.global_rank)
 
-    def _total(self, terms: Dict[str, Tensor], stage: str) -> Tensor:
+    def _total(self, terms: Dict[str, Tensor], stage: str, batch_size: int) -> Tensor:
         total = sum(terms.values())
         if not torch.isfinite(total):
             bad = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items() if not torch.isfinite(v))
@@ -74,16 +74,17 @@ class AttentionModel(pl.LightningModule):
                 f"Nothing was saved for this step; lower --lr, or use --precision=32 if running in half precision."
             )
         for name, value in terms.items():
-            self.log(f"{stage}/{name}", value.detach(), on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")
+            self.log(f"{stage}/{name}", value.detach(), on_step=stage == "train", on_epoch=True,
+                     sync_dist=stage != "train", batch_size=batch_size)
         self.log(f"{stage}/loss", total.detach(), prog_bar=stage != "test", on_step=stage == "train", on_epoch=True,
-                 sync_dist=stage != "train")
+                 sync_dist=stage != "train", batch_size=batch_size)
         return total
 
     def _step(self, batch: Any, stage: str) -> Dict[str, Tensor]:
         terms, logits = self.loss_terms(batch, stage)
-        loss = self._total(terms, stage)
-        metric = getattr(self, f"{stage}_acc")
         targets = self.targets(batch)
+        loss = self._total(terms, stage, batch_size=len(targets))
+        metric = getattr(self, f"{stage}_acc")
         metric(logits.detach(), targets)
         self.log(f"{stage}/acc", metric, prog_bar=True, on_step=stage == "train", on_epoch=True)
         return {"loss": loss, "preds": logits.detach().argmax(-1), "targets": targets}

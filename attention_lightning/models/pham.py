@@ -261,7 +261,7 @@ class PHAM(AttentionModel):
         if self.phase != 1:
             runs["random"] = self.rollout(images, "random")
         main = runs[self.eval_policy]
-        loss = self._total(self._terms(main, labels, stage), stage)
+        loss = self._total(self._terms(main, labels, stage), stage, batch_size=len(labels))
         for policy, run in runs.items():
             for t, metric in enumerate(self.step_acc[f"{stage}_{policy}"]):
                 metric(run.logits[:, t].detach(), labels)
