@@ -3,7 +3,8 @@
 In the spirit of the toy scenes of Malinowski et al., "Learning Visual Question Answering by
 Bootstrapping Hard Attention" (ECCV 2018), kept small enough to learn on a CPU. A scene is a
 ``canvas_size`` square canvas cut into a ``grid`` x ``grid`` lattice of places (3x3: top left ... bottom
-right); ``min_objects``..``max_objects`` objects, each a (colour, shape) pair unique in its scene with a
+right); ``min_objects``..``max_objects`` objects, each a (colour, shape) pair unique in its scene (from the
+first ``num_colours`` colours and ``num_shapes`` shapes; fewer make an easier task) with a
 size (small/large), sit in distinct places with some jitter, over ``clutter`` small grey squares that no
 question mentions. Each item is one scene with one question whose answer needs *where* things are:
 
@@ -144,13 +145,15 @@ class SceneGenerator:
     """Draws and renders scenes with one question each; all randomness comes from the given rng."""
 
     def __init__(self, canvas: int, grid: int, min_objects: int, max_objects: int, clutter: int,
-                 max_count: int, qtypes: Sequence[str], noise: float = 0.0) -> None:
+                 max_count: int, qtypes: Sequence[str], noise: float = 0.0, num_colours: int = len(COLOURS),
+                 num_shapes: int = len(SHAPES)) -> None:
         self.canvas, self.grid, self.clutter, self.noise = canvas, grid, clutter, noise
         self.min_objects, self.max_objects, self.max_count = min_objects, max_objects, max_count
         self.qtypes = tuple(qtypes)
         self.places = place_names(grid)
         self.cell = canvas / grid
-        self.combos = np.array([(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES))])  # (24, 2)
+        self.num_colours, self.num_shapes = num_colours, num_shapes  # the first ones of COLOURS and SHAPES
+        self.combos = np.array([(c, s) for c in range(num_colours) for s in range(num_shapes)])  # (colours * shapes, 2)
         self.palette = np.array([(0.0, 0.0, 0.0), CLUTTER_RGB, *COLOURS.values()], dtype=np.float32)  # (2 + colours, 3)
         centres = np.arange(canvas, dtype=np.float32) + 0.5
         self.ys, self.xs = centres[:, None], centres[None, :]  # (S, 1), (1, S)
@@ -163,7 +166,7 @@ class SceneGenerator:
         count_attr, count_value, count = 0, 0, 0
         if qtype == "count":
             count_attr = int(rng.integers(2))  # 0: a colour, 1: a shape
-            count_value = int(rng.integers(len(COLOURS) if count_attr == 0 else len(SHAPES)))
+            count_value = int(rng.integers(self.num_colours if count_attr == 0 else self.num_shapes))
             hit = self.combos[:, count_attr] == count_value
             count = int(rng.integers(min(self.max_count, n, int(hit.sum())) + 1))
             pos, neg = np.flatnonzero(hit), np.flatnonzero(~hit)
@@ -310,6 +313,8 @@ class VQAScenesDataModule(BaseDataModule):
         max_count: int = 3,
         question_types: Sequence[str] = QTYPES,
         noise: float = 0.0,
+        num_colours: int = len(COLOURS),
+        num_shapes: int = len(SHAPES),
         train_size: int = 50000,
         val_size: int = 2000,
         test_size: int = 2000,
@@ -328,6 +333,14 @@ class VQAScenesDataModule(BaseDataModule):
                              f"{grid * grid} places of the {grid}x{grid} grid")
         if not 1 <= max_count <= len(SHAPES):
             raise ValueError(f"--max_count={max_count} must be in 1..{len(SHAPES)} (objects are unique colour-shape pairs)")
+        if not (2 <= num_colours <= len(COLOURS) and 2 <= num_shapes <= len(SHAPES)):
+            raise ValueError(f"--num_colours={num_colours} and --num_shapes={num_shapes} must be in 2..{len(COLOURS)} "
+                             f"and 2..{len(SHAPES)}")
+        if max_objects > num_colours * num_shapes - max(num_colours, num_shapes):
+            raise ValueError(f"--max_objects={max_objects} is too many for {num_colours} colours x {num_shapes} shapes "
+                             f"(a count question needs room for objects without the counted colour or shape); use "
+                             f"--max_objects <= {num_colours * num_shapes - max(num_colours, num_shapes)} or more "
+                             f"--num_colours/--num_shapes")
         if clutter < 0 or noise < 0:
             raise ValueError(f"--clutter={clutter} and --noise={noise} must be non-negative")
         bad = [q for q in question_types if q not in QTYPES]
@@ -338,7 +351,7 @@ class VQAScenesDataModule(BaseDataModule):
                 raise ValueError(f"--{name}={n} must be at least 1")
         self.save_hyperparameters()
         self.generator = SceneGenerator(canvas_size, grid, min_objects, max_objects, clutter, max_count,
-                                        question_types, noise)
+                                        question_types, noise, num_colours, num_shapes)
         self.tokenizer = Tokenizer(question_words(grid))
         self.answers = answer_words(max_count)
         self.class_names = self.answers

@@ -5,7 +5,9 @@ Attention", ECCV 2018.
 
 Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with lengths (B,):
 
-1. A CNN encodes the image to a grid (B, C, H', W'); an LSTM (or GRU) encodes the question to (B, C).
+1. A CNN encodes the image to a grid (B, C, H', W') (3x3 convs by default; ``--encoder_kernels`` equal to
+   ``--encoder_strides`` cut patches instead, e.g. 8px patches of a 24px scene = one cell per place of its
+   3x3 lattice, the CPU preset in configs/han_vqa.yaml); an LSTM (or GRU) encodes the question to (B, C).
 2. The question vector is broadcast to every cell and summed with the cell's projected image feature
    plus a learned per-cell position embedding (``--fusion=film`` also scales the image feature by
    question-dependent channel gains), then ReLU and a 1x1 conv give the fused feature of each cell
@@ -17,10 +19,12 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
      (default 1/N); the count differs per example; the top cell is always kept.
    - ``soft`` baseline: every cell, weighted by the softmax of presence.
    - ``none`` baseline: every cell, weight 1.
-5. Each selected cell's fused feature, concatenated with its (x, y) centre in [-1, 1] (cell j of W' at
-   (2j + 1)/W' - 1, the grid's own align_corners=False convention) and the question, goes through a
-   per-cell MLP; the results are summed (weighted by the soft weights for ``soft``) and scaled by the
-   fixed 1/sqrt(N) (a sum, not a mean, so it can count); an MLP over [sum, question] gives the answer
+5. Each selected cell's fused feature, concatenated with its product with the question vector, its (x, y)
+   centre in [-1, 1] (cell j of W' at (2j + 1)/W' - 1, the grid's own align_corners=False convention) and
+   the question, goes through a per-cell MLP (the product lets one layer match a cell against the
+   question's words; in short CPU runs counting rose faster with it); the results are summed
+   (weighted by the soft weights for ``soft``) and scaled by the fixed 1/sqrt(N) (a sum, not a mean, so
+   it can count); an MLP over [sum, question] gives the answer
    logits. Cross-entropy trains everything.
 
 What happens to the unselected cells (``topk``/``adaptive``): they are dropped before the answer head.
@@ -54,30 +58,43 @@ from ..registry import register_model
 from .base import AttentionModel
 
 
-def conv_out(size: int, stride: int) -> int:
-    """Output length of a 3x3 conv with padding 1 and ``stride`` on an axis of ``size``."""
-    return (size - 1) // stride + 1
+def conv_out(size: int, stride: int, kernel: int = 3) -> int:
+    """Output length of a ``kernel`` conv with padding ``conv_padding(kernel)`` and ``stride`` on an axis of ``size``."""
+    return (size + 2 * conv_padding(kernel) - kernel) // stride + 1
+
+
+def conv_padding(kernel: int) -> int:
+    """Odd kernels pad kernel // 2 ('same' at stride 1); even kernels pad 0 (kernel == stride cuts patches)."""
+    return kernel // 2 if kernel % 2 else 0
 
 
 class ImageEncoder(nn.Module):
-    """3x3 conv-BN-ReLU layers (no pooling) from (B, C_in, H, W) to a grid (B, C, H', W')."""
+    """Conv-BN-ReLU layers (no pooling) from (B, C_in, H, W) to a grid (B, C, H', W').
 
-    def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int]) -> None:
+    Kernels default to 3x3 (padding 1); an even kernel equal to its stride (e.g. ``--encoder_kernels=[8, 1]``
+    with ``--encoder_strides=[8, 1]``) cuts the image into non-overlapping patches, one grid cell per patch,
+    so a cell can be aligned with one place of the scene.
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int],
+                 kernels: Optional[Sequence[int]] = None) -> None:
         super().__init__()
-        if len(channels) != len(strides) or not channels:
-            raise ValueError(f"--encoder_channels {list(channels)} and --encoder_strides {list(strides)} "
-                             f"must be non-empty and of equal length")
+        kernels = [3] * len(channels) if kernels is None else list(kernels)
+        if len(channels) != len(strides) or len(kernels) != len(channels) or not channels:
+            raise ValueError(f"--encoder_channels {list(channels)}, --encoder_strides {list(strides)} and "
+                             f"--encoder_kernels {kernels} must be non-empty and of equal length")
         layers, c = [], in_channels
-        for out, s in zip(channels, strides):
-            layers += [nn.Conv2d(c, out, 3, stride=s, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        for out, s, k in zip(channels, strides, kernels):
+            layers += [nn.Conv2d(c, out, k, stride=s, padding=conv_padding(k)), nn.BatchNorm2d(out),
+                       nn.ReLU(inplace=True)]
             c = out
         self.net = nn.Sequential(*layers)
-        self.strides = tuple(strides)
+        self.strides, self.kernels = tuple(strides), tuple(kernels)
         self.out_channels = c
 
     def grid_size(self, h: int, w: int) -> Tuple[int, int]:
-        for s in self.strides:
-            h, w = conv_out(h, s), conv_out(w, s)
+        for s, k in zip(self.strides, self.kernels):
+            h, w = conv_out(h, s, k), conv_out(w, s, k)
         return h, w
 
     def forward(self, images: Tensor) -> Tensor:
@@ -103,19 +120,22 @@ class QuestionEncoder(nn.Module):
 
 
 class SetHead(nn.Module):
-    """Answer head over a weighted set of cells: sum_i w_i g([cell_i, xy_i, question]), then f([sum, question])."""
+    """Answer head over a weighted set of cells: sum_i w_i g([cell_i, cell_i * q, xy_i, q]), then f([sum, q])."""
 
     def __init__(self, cell_dim: int, question_dim: int, hidden: int, num_classes: int, num_cells: int) -> None:
         super().__init__()
+        if cell_dim != question_dim:
+            raise ValueError(f"cell features ({cell_dim}) and the question ({question_dim}) must have one width")
         self.scale = num_cells ** -0.5  # a fixed scale (not a mean), so the sum still counts
-        self.g = nn.Sequential(nn.Linear(cell_dim + 2 + question_dim, hidden), nn.ReLU(inplace=True),
+        self.g = nn.Sequential(nn.Linear(2 * cell_dim + 2 + question_dim, hidden), nn.ReLU(inplace=True),
                                nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
         self.f = nn.Sequential(nn.Linear(hidden + question_dim, hidden), nn.ReLU(inplace=True),
                                nn.Linear(hidden, num_classes))
 
     def forward(self, cells: Tensor, xy: Tensor, weights: Tensor, question: Tensor) -> Tensor:
         qs = question[:, None].expand(-1, cells.shape[1], -1)  # (B, M, C)
-        h = self.g(torch.cat([cells, xy, qs], dim=-1))  # (B, M, hidden)
+        # the product cell * question lets g match a cell against the question's words in one layer
+        h = self.g(torch.cat([cells, cells * qs, xy, qs], dim=-1))  # (B, M, hidden)
         pooled = (h * weights[..., None]).sum(dim=1) * self.scale  # (B, hidden)
         return self.f(torch.cat([pooled, question], dim=-1))  # (B, K)
 
@@ -133,6 +153,7 @@ class HAN(AttentionModel):
         threshold: Optional[float] = None,
         encoder_channels: Sequence[int] = (32, 64, 64),
         encoder_strides: Sequence[int] = (2, 2, 1),
+        encoder_kernels: Optional[Sequence[int]] = None,
         embed_dim: int = 32,
         fusion_dim: int = 128,
         head_hidden: int = 128,
@@ -146,7 +167,7 @@ class HAN(AttentionModel):
         if selection not in SELECTIONS:
             raise ValueError(f"--selection={selection!r} is not supported; use one of {', '.join(SELECTIONS)}")
         self.check_positive(lr=lr, embed_dim=embed_dim, fusion_dim=fusion_dim, head_hidden=head_hidden)
-        self.image_encoder = ImageEncoder(in_channels, encoder_channels, encoder_strides)
+        self.image_encoder = ImageEncoder(in_channels, encoder_channels, encoder_strides, encoder_kernels)
         self.grid_hw = self.image_encoder.grid_size(int(image_size[0]), int(image_size[-1]))
         self.num_cells = self.grid_hw[0] * self.grid_hw[1]
         self.k = resolve_k(k, self.num_cells) if selection == "topk" else None

@@ -135,3 +135,18 @@ def test_model_kwargs_and_vocabularies():
 def test_bad_flags_name_the_flag(kw, flag):
     with pytest.raises(ValueError, match=flag):
         VQAScenesDataModule(**kw)
+
+
+def test_fewer_colours_and_shapes_restrict_scenes_and_questions():
+    dm = small_dm(num_colours=3, num_shapes=2, max_objects=3, val_size=300)
+    colours, shapes = set(list(COLOURS)[:3]), set(SHAPES[:2])
+    for i in range(300):
+        scene = dm.val_set.scene(i)[0]
+        assert set(scene.colour.tolist()) <= {0, 1, 2} and set(scene.shape.tolist()) <= {0, 1}
+        assert answer_question(scene, scene.question, dm.hparams.grid) == scene.answer, scene.question
+        words = set(scene.question.split())
+        assert not words & (set(COLOURS) - colours) and not words & (set(SHAPES) - shapes), scene.question
+    with pytest.raises(ValueError, match="--max_objects"):  # 3 x 2 pairs leave no room for 4 objects and a count
+        VQAScenesDataModule(num_colours=3, num_shapes=2, max_objects=4)
+    with pytest.raises(ValueError, match="--num_colours"):
+        VQAScenesDataModule(num_colours=1)

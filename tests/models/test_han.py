@@ -146,3 +146,19 @@ def test_cli_fast_dev_run(tmp_path, selection):
         "fast_dev_run": 1, "default_root_dir": str(tmp_path), "logger": "none", "enable_progress_bar": False,
     })
     assert summary["global_step"] == 1
+
+
+def test_patch_encoder_gives_one_cell_per_place_that_sees_only_its_patch():
+    d = VQAScenesDataModule(canvas_size=24, train_size=8, val_size=8, test_size=8)
+    d.setup()
+    model = HAN(**d.model_kwargs(), encoder_channels=(8, 8), encoder_strides=(8, 1), encoder_kernels=(8, 1),
+                fusion_dim=16, head_hidden=16, embed_dim=8).eval()
+    assert model.grid_hw == (3, 3) and model.num_cells == 9  # 24px in 8px patches: the 3x3 places
+    images = torch.rand(1, 3, 24, 24)
+    changed = images.clone()
+    changed[:, :, 8:16, 16:24] = 0.0  # the middle right place only
+    a, b = model.image_encoder(images), model.image_encoder(changed)  # (1, 8, 3, 3)
+    diff = (a - b).abs().amax(dim=1)[0]  # (3, 3)
+    assert diff[1, 2] > 0 and (diff.flatten()[torch.arange(9) != 5] == 0).all()
+    with pytest.raises(ValueError, match="--encoder_kernels"):
+        HAN(**d.model_kwargs(), encoder_channels=(8, 8), encoder_strides=(8, 1), encoder_kernels=(8,))
