@@ -3,6 +3,7 @@
     python cli.py list
     python cli.py fit [--model=dham] [--data=cluttered_mnist] [--config=configs/X.yaml] [--any_flag=value ...]
     python cli.py test --ckpt=runs/.../checkpoints/last.ckpt
+    python cli.py visualize --ckpt=runs/.../checkpoints/last.ckpt --out=attention.png  (or .gif: a frame per step)
 
 Every other flag is routed by name to the model, the datamodule or ``pl.Trainer`` (prefix with
 ``model.``, ``data.`` or ``trainer.`` when two take the same name). See README.md.
@@ -60,7 +61,17 @@ def test(**flags: Any) -> None:
         _fail(str(e))
 
 
-COMMANDS = {"list": list_, "fit": fit, "test": test}
+def visualize(**flags: Any) -> None:
+    """Draw a checkpoint's attention: --ckpt=PATH --out=FILE.png|FILE.gif [--num_images=8] [--split=val|test]."""
+    try:
+        s = experiment.visualize(flags)
+    except UserError as e:
+        _fail(str(e))
+    acc = "" if s["accuracy"] is None else f", accuracy {s['accuracy']:.2f}"
+    print(f"wrote {s['out']} ({s['model']}: {s['images']} images, {s['steps']} step(s){acc})")
+
+
+COMMANDS = {"list": list_, "fit": fit, "test": test, "visualize": visualize}
 
 
 def main() -> None:

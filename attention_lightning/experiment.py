@@ -8,6 +8,7 @@ and the logger's files.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from .models.base import ConfigError, NonFiniteLossError
 from .runio import AppendingCSVLogger, AtomicCheckpointIO
 
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
-CLI_FLAGS = ("model", "data", "config", "seed", "ckpt", "resume", "logger", "run_name", "out", "num_images")
+CLI_FLAGS = ("model", "data", "config", "seed", "ckpt", "resume", "logger", "run_name", "out", "num_images",
+             "viz_every_n_steps", "viz_images")
 TRAINER_MANAGED = ("logger", "callbacks", "enable_checkpointing", "plugins")  # built here, not by flag
 DEFAULTS: Dict[str, Any] = {"model": "dham", "data": "cluttered_mnist", "seed": 0, "logger": "csv",
-                            "max_epochs": 6, "default_root_dir": "runs"}
+                            "max_epochs": 3, "default_root_dir": "runs"}
 CKPT_KEY = "attention_lightning"
 
 
@@ -163,7 +165,8 @@ def make_logger(kind: str, run_dir: Path, run_name: str, project: str = "attenti
     from pytorch_lightning.loggers import WandbLogger
     run_dir.mkdir(parents=True, exist_ok=True)
     # the run id is tied to the run directory, so --resume continues the same wandb run
-    run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_name}-{version}-{abs(hash(str(run_dir.resolve()))) % 10**8}")
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]  # stable across processes
+    run_id = re.sub(r"[^A-Za-z0-9_-]", "-", f"{run_name}-{version}-{digest}")
     return WandbLogger(name=f"{run_name}/{version}", save_dir=str(run_dir), project=project, id=run_id, resume="allow")
 
 
@@ -200,10 +203,17 @@ def make_trainer(p: Plan, run_dir: Path, extra_callbacks: Optional[List[Callback
     kwargs = dict(p.trainer_kwargs)
     kwargs.setdefault("default_root_dir", str(run_dir))
     info = RunInfo(p.model_name, p.data_name, p.data_kwargs)
+    extra = [info, *(extra_callbacks or [])]
+    if p.cli["logger"] != "none":  # attention pictures for the logger (none: no callback, no cost)
+        from .callbacks import AttentionLogger
+        try:
+            extra.append(AttentionLogger(p.cli.get("viz_every_n_steps", 500), p.cli.get("viz_images", 8)))
+        except ValueError as e:
+            raise UserError(str(e)) from None
     try:
         return pl.Trainer(
             logger=make_logger(p.cli["logger"], run_dir, run_dir.parent.name),
-            callbacks=callbacks_for(run_dir, [info, *(extra_callbacks or [])]),
+            callbacks=callbacks_for(run_dir, extra),
             plugins=[AtomicCheckpointIO()],
             **kwargs,
         )
@@ -307,3 +317,44 @@ def test(flags: Mapping[str, Any]) -> Dict[str, Any]:
     with user_errors():
         results = trainer.test(model, datamodule=dm, verbose=False, weights_only=True)
     return {"test": results[0] if results else {}, "checkpoint": str(ckpt), "digits": getattr(dm, "digit_source", None)}
+
+
+def visualize(flags: Mapping[str, Any]) -> Dict[str, Any]:
+    """Draw ``--num_images`` images of the ``--split`` (val|test) of ``--ckpt``'s datamodule with its attention
+    into ``--out``: a picture (.png, .jpg, .pdf, .svg) of every step, or a .gif with one frame per step."""
+    from . import viz
+    from .callbacks import draw_attention, first_items
+
+    flags = dict(flags)
+    ckpt, out = flags.pop("ckpt", None), flags.pop("out", None)
+    num_images, split = flags.pop("num_images", 8), str(flags.pop("split", "val"))
+    if not ckpt:
+        raise UserError("visualize needs --ckpt=PATH (e.g. runs/dham-cluttered_mnist/version_0/checkpoints/last.ckpt)")
+    if not out:
+        raise UserError("visualize needs --out=FILE.png (or FILE.gif for one frame per step)")
+    if not Path(str(ckpt)).is_file():
+        raise UserError(f"--ckpt={ckpt}: no such file")
+    if split not in ("val", "test"):
+        raise UserError(f"--split={split!r} is not drawable; use --split=val or --split=test")
+    if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
+        raise UserError(f"--num_images={num_images!r} must be an integer >= 1")
+    try:
+        viz.check_output(out)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    meta = checkpoint_meta(Path(str(ckpt)))[CKPT_KEY]
+    if flags.get("model") and flags["model"] != meta["model"]:
+        raise UserError(f"--ckpt={ckpt} was written by model {meta['model']!r}, not {flags['model']!r}; "
+                        f"drop --model or pass --model={meta['model']}")
+    p = plan({"model": meta["model"], "data": meta["data"], **meta["data_kwargs"], "logger": "none", **flags})
+    pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
+    dm = build_datamodule(p)
+    model = registry.get_model(p.model_name).cls.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
+    with user_errors():
+        dm.setup("validate" if split == "val" else "test")
+        batch = first_items(dm.val_dataloader() if split == "val" else dm.test_dataloader(), num_images)
+    att = draw_attention(model, batch)
+    path = viz.save_attention(att, out, num_images, getattr(dm, "class_names", None))
+    acc = att.step_accuracy()
+    return {"out": str(path), "images": int(att.images.shape[0]), "steps": att.steps, "model": p.model_name,
+            "accuracy": None if acc is None else float(acc[-1]), "checkpoint": str(ckpt)}

@@ -23,7 +23,8 @@ TINY_FLAGS: Dict[str, Dict[str, Any]] = {
     "han": {"model": "han", "data": "vqa_scenes", "batch_size": 8},
 }
 
-COMMON = {"logger": "csv", "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0}
+COMMON = {"logger": "csv", "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+          "viz_images": 0}
 
 
 def tiny_flags(model: str, **extra: Any) -> Dict[str, Any]:

@@ -1,0 +1,263 @@
+"""Drawing an Attention (viz.py) and `cli.py visualize` for every registered model."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from attention_lightning import experiment, registry, viz
+from attention_lightning.attention import Attention
+from attention_lightning.experiment import UserError
+from tests.tiny import TINY_FLAGS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake(kind: str, b: int = 3, steps: int = 4, labels: bool = True) -> Attention:
+    """Attentions shaped like each model's: dham (box + map + view), ram (T boxes of S scales + views),
+    pham (T maps + one box per step), han (one mask, captions)."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(b) % 10 if labels else None
+    if kind == "dham":
+        return Attention(images=torch.rand(b, 1, 40, 40, generator=g), probs=torch.softmax(torch.randn(b, 1, 10), -1),
+                         boxes=torch.tensor([-0.5, -0.5, 0.5, 0.5]).expand(b, 1, 1, 4),
+                         maps=torch.rand(b, 1, 20, 20, generator=g), views=torch.rand(b, 1, 1, 28, 28), labels=y,
+                         map_title="pmf")
+    if kind == "ram":
+        c = torch.rand(b, steps, 1, 2, generator=g) - 0.5
+        half = torch.tensor([0.1, 0.2, 0.4]).view(1, 1, 3, 1)
+        return Attention(images=torch.rand(b, 1, 40, 40), probs=torch.softmax(torch.randn(b, steps, 10), -1),
+                         boxes=torch.cat([c - half, c + half], -1), views=torch.rand(b, steps, 3, 8, 8), labels=y)
+    if kind == "pham":
+        c = torch.rand(b, steps, 1, 2, generator=g) - 0.5
+        return Attention(images=torch.rand(b, 3, 32, 32), probs=torch.softmax(torch.randn(b, steps, 10), -1),
+                         boxes=torch.cat([c - 0.25, c + 0.25], -1), maps=torch.rand(b, steps, 4, 4), labels=y,
+                         map_title="EIG")
+    return Attention(images=torch.rand(b, 3, 48, 48), probs=torch.softmax(torch.randn(b, 1, 5), -1),
+                     maps=(torch.rand(b, 1, 6, 6, generator=g) > 0.5).float(), labels=y,
+                     captions=[f"is there a red square number {i}?" for i in range(b)], map_title="selected cells")
+
+
+# --- arrays ----------------------------------------------------------------------------------
+def test_image_rgb_scales_each_image_to_0_1_and_repeats_grey():
+    x = torch.tensor([[[[2.0, 4.0], [6.0, 10.0]]], [[[-1.0, -1.0], [-1.0, 1.0]]]])  # (2, 1, 2, 2)
+    rgb = viz.image_rgb(x)
+    assert rgb.shape == (2, 2, 2, 3)
+    np.testing.assert_allclose(rgb[0, :, :, 0], [[0.0, 0.25], [0.5, 1.0]])
+    np.testing.assert_allclose(rgb[1, :, :, 2], [[0.0, 0.0], [0.0, 1.0]])
+    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+
+
+def test_image_rgb_keeps_colour_channels_in_order():
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 0, 0, 1] = 1.0  # red at row 0, column 1
+    rgb = viz.image_rgb(x)
+    assert rgb[0, 0, 1].tolist() == [1.0, 0.0, 0.0] and rgb[0, 1, 0].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_views_side_by_side_per_scale_scaled_like_their_image():
+    images = torch.zeros(1, 1, 4, 4)
+    images[0, 0, 0, 0] = 2.0  # image range [0, 2]
+    views = torch.stack([torch.full((2, 2), 0.5), torch.full((2, 2), 1.0), torch.full((2, 2), 2.0)])  # 3 scales
+    out = viz.views_rgb(views[None, None], images)  # (1, 1, 2, 3*3-1, 3)
+    assert out.shape == (1, 1, 2, 8, 3)
+    np.testing.assert_allclose(out[0, 0, :, 0:2, 0], 0.25)
+    np.testing.assert_allclose(out[0, 0, :, 2, :], 1.0)  # white separator
+    np.testing.assert_allclose(out[0, 0, :, 3:5, 0], 0.5)
+    np.testing.assert_allclose(out[0, 0, :, 6:8, 0], 1.0)
+
+
+# --- geometry: the classic bugs are a flipped y axis and half-pixel shifts ----------------------
+def _display_rc(fig: Figure, ax, x: float, y: float, height: int) -> tuple:
+    px, py = ax.transData.transform((x, y))
+    return int(round(height - py)), int(round(px))
+
+
+def test_image_pixel_and_box_land_at_their_normalized_coordinates():
+    w = 8
+    img = np.zeros((w, w, 3))
+    img[1, 6] = 1.0  # row 1 (near the top), column 6 (right)
+    fig = Figure(figsize=(4, 4), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    viz._image_panel(ax, img, 1.0)
+    cx, cy = (2 * 6 + 1) / w - 1, (2 * 1 + 1) / w - 1  # pixel centre in [-1, 1]: x right, y down
+    box = torch.tensor([[[-0.75, 0.25, -0.25, 0.75]]])  # (T=1, S=1, 4): left, lower half
+    viz._draw_boxes(ax, box, 1)
+    rgb = viz.figure_to_rgb(fig)
+    r, c = _display_rc(fig, ax, cx, cy, rgb.shape[0])
+    assert rgb[r, c].tolist() == [255, 255, 255]
+    r2, c2 = _display_rc(fig, ax, -cx, -cy, rgb.shape[0])  # the mirrored place is black
+    assert rgb[r2, c2].tolist() == [0, 0, 0]
+    for x, y in ((-0.5, 0.25), (-0.5, 0.75), (-0.75, 0.5), (-0.25, 0.5)):  # the middle of each box edge
+        r, c = _display_rc(fig, ax, x, y, rgb.shape[0])
+        patch = rgb[r - 2:r + 3, c - 2:c + 3].reshape(-1, 3)
+        assert any(p[1] > 200 and p[0] < 100 and p[2] < 100 for p in patch), (x, y)
+    r, c = _display_rc(fig, ax, -0.5, -0.5, rgb.shape[0])  # the mirrored box (upper half) is not drawn
+    patch = rgb[r - 2:r + 3, c - 2:c + 3].reshape(-1, 3)
+    assert not any(p[1] > 200 and p[0] < 100 for p in patch)
+
+
+def test_map_is_transparent_where_zero_and_covers_the_image():
+    fig = Figure(figsize=(2, 2), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    viz._image_panel(ax, np.full((4, 4, 3), 0.5), 1.0)
+    m = torch.zeros(2, 2)
+    m[1, 0] = 3.0  # bottom-left quarter of the image
+    viz._draw_map(ax, m)
+    rgb = viz.figure_to_rgb(fig).astype(int)
+    r, c = _display_rc(fig, ax, -0.5, 0.5, rgb.shape[0])
+    assert np.abs(rgb[r, c] - 128).max() > 40  # tinted
+    for x, y in ((0.5, 0.5), (-0.5, -0.5), (0.5, -0.5)):
+        r, c = _display_rc(fig, ax, x, y, rgb.shape[0])
+        assert np.abs(rgb[r, c] - 128).max() <= 1  # the image as it is
+
+
+def test_steps_are_numbered_in_order_and_one_step_is_not():
+    fig = Figure()
+    ax = fig.add_subplot()
+    att = fake("ram", b=1, steps=5)
+    viz._draw_boxes(ax, att.boxes[0], 5)
+    assert [t.get_text() for t in ax.texts] == ["1", "2", "3", "4", "5"]
+    assert len(ax.patches) == 5 * 3  # every scale of every step
+    fig2 = Figure()
+    ax2 = fig2.add_subplot()
+    viz._draw_boxes(ax2, fake("dham", b=1).boxes[0], 1)
+    assert len(ax2.texts) == 0 and len(ax2.patches) == 1
+
+
+def test_boxes_that_leave_the_image_widen_the_axes():
+    att = fake("dham", b=1)
+    att.boxes = torch.tensor([[[[-1.3, -0.2, 0.2, 1.3]]]])
+    assert viz._limits(att, 0) == pytest.approx(1.3 * 1.03)
+    att.boxes = torch.tensor([[[[-5.0, -5.0, 5.0, 5.0]]]])
+    assert viz._limits(att, 0) == 1.6
+
+
+# --- figures ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind,cols,acc_row", [("dham", 3, 0), ("ram", 1 + 4, 1), ("pham", 1 + 4, 1), ("han", 2, 0)])
+def test_grid_has_a_row_per_image_and_the_panels_of_each_model(kind, cols, acc_row):
+    fig = viz.attention_grid(fake(kind, b=3), max_images=2)
+    assert len(fig.axes) == 2 * cols + acc_row
+    rgb = viz.figure_to_rgb(fig)
+    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+
+
+def test_grid_titles_show_prediction_confidence_and_correctness():
+    att = fake("dham", b=2)
+    att.probs = torch.tensor([[[0.1, 0.9] + [0.0] * 8]] * 2)  # predicts 1 with 90%
+    att.labels = torch.tensor([1, 0])
+    fig = viz.attention_grid(att, class_names=["zero", "one"] + [str(i) for i in range(2, 10)])
+    overview = [ax for ax in fig.axes if ax.get_title().startswith("pred")]
+    assert [ax.get_title() for ax in overview] == ["pred one (90%) / one", "pred one (90%) / zero"]
+    assert overview[0].title.get_color() == viz.RIGHT and overview[1].title.get_color() == viz.WRONG
+
+
+def test_fields_with_fewer_steps_than_the_probabilities_still_draw():
+    att = fake("ram", b=2, steps=3)
+    att.maps = torch.rand(2, 1, 5, 5)  # one map for a 3-step model
+    att.boxes = att.boxes[:, :2]      # boxes for 2 of the 3 steps
+    assert len(viz.attention_grid(att).axes) == 2 * 2 + 1
+    assert len(viz.step_frames(att)) == 3
+
+
+def test_no_accuracy_row_without_labels():
+    fig = viz.attention_grid(fake("ram", b=2, labels=False))
+    assert len(fig.axes) == 2 * 5
+    with pytest.raises(ValueError, match="needs labels"):
+        viz.step_accuracy_figure(fake("ram", labels=False))
+
+
+def test_step_accuracy_plot_follows_the_probabilities():
+    att = fake("ram", b=2, steps=3)
+    att.labels = torch.tensor([0, 1])
+    att.probs = torch.zeros(2, 3, 10)
+    att.probs[0, :, 0] = 1.0                      # image 0 right at every step
+    att.probs[1, 0, 0] = att.probs[1, 1:, 1] = 1.0  # image 1 right from step 2
+    line = viz.step_accuracy_figure(att).axes[0].lines[0]
+    assert line.get_xdata().tolist() == [1, 2, 3] and line.get_ydata().tolist() == [0.5, 1.0, 1.0]
+
+
+def test_captions_name_prediction_label_and_question():
+    caps = viz.captions(fake("han", b=2), class_names=["a", "b", "c", "d", "e"])
+    assert len(caps) == 2 and caps[1].startswith("pred ") and ", true b | is there a red square number 1?" in caps[1]
+
+
+def test_rows_and_frames():
+    rows = viz.attention_rows(fake("ram", b=3), max_images=2)
+    assert len(rows) == 2 and rows[0].shape == rows[1].shape
+    frames = viz.step_frames(fake("pham", b=3, steps=4))
+    assert len(frames) == 4 and len({f.shape for f in frames}) == 1
+    assert len(viz.step_frames(fake("dham"))) == 1
+
+
+def test_save_png_and_gif(tmp_path):
+    viz.save_attention(fake("ram", steps=3), tmp_path / "a.png")
+    assert Image.open(tmp_path / "a.png").format == "PNG"
+    viz.save_attention(fake("ram", steps=3), tmp_path / "sub" / "a.gif")
+    with Image.open(tmp_path / "sub" / "a.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == 3
+    viz.save_attention(fake("han"), tmp_path / "h.gif")  # one-step models: a one-frame GIF
+    with Image.open(tmp_path / "h.gif") as gif:
+        assert gif.n_frames == 1
+    with pytest.raises(ValueError, match="use .gif"):
+        viz.save_attention(fake("dham"), tmp_path / "a.bmp")
+
+
+# --- cli.py visualize, every registered model --------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A one-batch checkpoint per registered model (built lazily, shared by the tests below)."""
+    root = tmp_path_factory.mktemp("viz_ckpts")
+    made = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            assert name in TINY_FLAGS, f"model {name!r} has no small flags in tests/tiny.py: add them"
+            flags = {**TINY_FLAGS[name], "logger": "none", "max_epochs": 1, "limit_train_batches": 1,
+                     "limit_val_batches": 1, "limit_test_batches": 0, "enable_progress_bar": False,
+                     "enable_model_summary": False, "num_sanity_val_steps": 0, "default_root_dir": str(root)}
+            summary = experiment.fit(flags)
+            made[name] = Path(summary["best_checkpoint"] or summary["last_checkpoint"])
+        return made[name]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [e.name for e in registry.models()])
+def test_visualize_writes_a_png_for_every_model_and_a_gif_per_step(name, checkpoints, tmp_path):
+    ckpt = checkpoints(name)
+    s = experiment.visualize({"ckpt": str(ckpt), "out": str(tmp_path / "a.png"), "num_images": 3})
+    assert s["model"] == name and s["images"] == 3 and 0.0 <= s["accuracy"] <= 1.0
+    with Image.open(tmp_path / "a.png") as png:
+        assert png.format == "PNG" and png.width > 200 and png.height > 200
+    s = experiment.visualize({"ckpt": str(ckpt), "out": str(tmp_path / "a.gif"), "num_images": 2, "split": "test"})
+    with Image.open(tmp_path / "a.gif") as gif:
+        assert gif.n_frames == s["steps"]
+    if name in ("ram", "pham"):
+        assert s["steps"] > 1, f"{name} is sequential: its GIF should have a frame per step"
+
+
+def test_visualize_errors_name_the_fix(checkpoints, tmp_path):
+    ckpt = str(checkpoints("dham"))
+    cases = [({"out": "a.png"}, "needs --ckpt"), ({"ckpt": ckpt}, "needs --out"),
+             ({"ckpt": ckpt, "out": "a.bmp"}, "use .gif"), ({"ckpt": ckpt, "out": "a.png", "split": "train"},
+                                                           "--split=val or --split=test"),
+             ({"ckpt": ckpt, "out": "a.png", "num_images": 0}, "must be an integer >= 1"),
+             ({"ckpt": ckpt, "out": "a.png", "model": "ram"}, "pass --model=dham")]
+    for flags, message in cases:
+        with pytest.raises(UserError, match=message.replace(".", r"\.")):
+            experiment.visualize(flags)
+
+
+@pytest.mark.slow
+def test_cli_visualize(checkpoints, tmp_path):
+    out = tmp_path / "cli.png"
+    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "visualize", f"--ckpt={checkpoints('dham')}",
+                           f"--out={out}", "--num_images=2"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"wrote {out} (dham: 2 images, 1 step(s)" in done.stdout and out.is_file()
