@@ -53,8 +53,9 @@ def main() -> None:
     rows = []
     print(f"{'source':<32} {'data img/s':>11} {'model':<6} {'train img/s':>12} {'ratio':>7}")
     for label, data_flags, model_flags in CASES:
-        base = {**data_flags, "batch_size": args.batch_size, "digits": "embedded",
-                "train_size": (args.batches + 2) * args.batch_size}
+        base = {**data_flags, "batch_size": args.batch_size, "train_size": (args.batches + 2) * args.batch_size}
+        if data_flags["data"] == "cluttered_mnist":
+            base["digits"] = "embedded"
         data = loader_rate({**base, "num_workers": args.num_workers, "model": model_flags["model"]}, args.batches)
         train = measure_training({**base, **model_flags, "train_size": (args.steps + 4) * args.batch_size},
                                  steps=args.steps)["images_per_s"]

@@ -92,7 +92,7 @@ def test_no_callback_without_a_logger_and_flags_reach_it(tmp_path):
 def test_logging_attention_does_not_change_what_a_seeded_run_trains(tmp_path):
     flags = {"max_epochs": 2, "limit_train_batches": 2, "limit_val_batches": 1, "limit_test_batches": 0}
     a = experiment.fit(tiny_flags("dham", logger="none", default_root_dir=str(tmp_path / "a"), **flags))
-    b = experiment.fit(tiny_flags("dham", logger="csv", viz_every_n_steps=1, default_root_dir=str(tmp_path / "b"),
+    b = experiment.fit(tiny_flags("dham", logger="csv", viz_every_n_steps=1, viz_images=4, default_root_dir=str(tmp_path / "b"),
                                   **flags))
     assert len(list((Path(b["run_dir"]) / "attention").glob("*.png"))) == 4
     wa = torch.load(a["last_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
