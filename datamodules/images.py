@@ -318,6 +318,27 @@ class CIFARBase(TorchvisionImages):
 
     label_key = ""
 
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = True,
+        checksum: bool = True,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        random_crop: bool = True,
+        crop_padding: int = 4,
+        hflip: bool = True,
+        normalize: bool = True,
+        limit: Optional[int] = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__(download, checksum, data_dir=data_dir, val_fraction=val_fraction, split_seed=split_seed,
+                         random_crop=random_crop, crop_padding=crop_padding, hflip=hflip, normalize=normalize,
+                         limit=limit, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        self.save_hyperparameters()
+
     def torchvision_class(self):
         raise NotImplementedError
 
@@ -366,27 +387,6 @@ class CIFAR10(CIFARBase):
     download_page = CIFAR_PAGE
     label_key = "labels"
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        download: bool = True,
-        checksum: bool = True,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        random_crop: bool = True,
-        crop_padding: int = 4,
-        hflip: bool = True,
-        normalize: bool = True,
-        limit: Optional[int] = None,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ) -> None:
-        super().__init__(download, checksum, data_dir=data_dir, val_fraction=val_fraction, split_seed=split_seed,
-                         random_crop=random_crop, crop_padding=crop_padding, hflip=hflip, normalize=normalize,
-                         limit=limit, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.save_hyperparameters()
-
     def torchvision_class(self):
         from torchvision.datasets import CIFAR10 as TV
 
@@ -406,27 +406,6 @@ class CIFAR100(CIFARBase):
     layout = "DATA_DIR/cifar-100-python/{train,test,meta} (the python version)"
     download_page = CIFAR_PAGE
     label_key = "fine_labels"
-
-    def __init__(
-        self,
-        data_dir: str = "data",
-        download: bool = True,
-        checksum: bool = True,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        random_crop: bool = True,
-        crop_padding: int = 4,
-        hflip: bool = True,
-        normalize: bool = True,
-        limit: Optional[int] = None,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-    ) -> None:
-        super().__init__(download, checksum, data_dir=data_dir, val_fraction=val_fraction, split_seed=split_seed,
-                         random_crop=random_crop, crop_padding=crop_padding, hflip=hflip, normalize=normalize,
-                         limit=limit, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.save_hyperparameters()
 
     def torchvision_class(self):
         from torchvision.datasets import CIFAR100 as TV
