@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from attention_lightning.registry import register_datamodule
 
 from .base import BaseDataModule
+from .counter_rng import ItemStreams
 from .digits import load_digits
 
 VARIANTS = {
@@ -36,7 +37,6 @@ VARIANTS = {
     "translated": (60, (1.0, 1.0), 0),
     "cluttered": (60, (1.0, 1.0), 4),
 }
-SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
 class CanvasDigits(Dataset):
@@ -62,23 +62,13 @@ class CanvasDigits(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def uniforms(self, indices: np.ndarray, draws: int) -> np.ndarray:
-        """(B, draws) uniforms in [0, 1) from a counter-based hash (splitmix64) of (data_seed, split, index),
-        plus, for train, one draw of torch's RNG per item so train images change every epoch."""
-        h = _mix(np.full(len(indices), self.data_seed, dtype=np.uint64) + _GOLDEN)
-        h = _mix(h ^ np.uint64(SPLIT_IDS[self.split]))
-        h = _mix(h ^ indices.astype(np.uint64))
-        if self.split == "train":
-            h = _mix(h ^ torch.randint(0, 2**62, (len(indices),)).numpy().astype(np.uint64))
-        steps = np.arange(1, draws + 1, dtype=np.uint64) * _GOLDEN  # (draws,)
-        return (_mix(h[:, None] + steps[None, :]) >> np.uint64(11)).astype(np.float64) / 2.0**53  # (B, draws)
-
     def render_batch(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Canvases (B, H, W) float32, labels (B,), digit boxes (B, 3) and clutter boxes (B, n, 3) as
         (x0, y0, side) in pixels. Vectorized over the batch except the per-digit resize of scaled variants."""
         idx = np.asarray(indices, dtype=np.int64)
         b, n, c, k = len(idx), len(self.labels), self.canvas, self.clutter_size
-        u = self.uniforms(idx, 4 + 5 * self.clutter)  # (B, 4 + 5 * clutter)
+        streams = ItemStreams(self.data_seed, self.split, idx)
+        u = streams.uniform(0, 4 + 5 * self.clutter)  # (B, 4 + 5 * clutter)
         d = (u[:, 0] * n).astype(np.int64) if self.split == "train" else idx % n  # (B,) digit of each item
         lo, hi = self.scale_range
         side = np.full(b, 28) if lo == hi == 1.0 else np.rint(28 * (lo + (hi - lo) * u[:, 1])).astype(np.int64)
@@ -109,9 +99,8 @@ class CanvasDigits(Dataset):
         canvas = pad[:, :c, :c]
         out = canvas.astype(np.float32) / 255.0
         if self.snr is not None:
-            seeds = (u[:, -1] * 2.0**53).astype(np.int64) if self.clutter else (u[:, 1] * 2.0**53).astype(np.int64)
-            for i in range(b):
-                out[i] += np.random.default_rng(int(seeds[i])).normal(0.0, 1.0 / self.snr, (c, c)).astype(np.float32)
+            noise = streams.normal(4 + 5 * self.clutter, c * c).reshape(b, c, c)  # (B, H, W)
+            out += noise / np.float32(self.snr)
         boxes = np.stack([x, y, side], axis=1)
         return out, self.labels[d].astype(np.int64), boxes, pieces
 
@@ -146,16 +135,6 @@ class CanvasDigits(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Tensor, int]:
         return self.__getitems__([index])[0]
-
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer on uint64 arrays (wrapping arithmetic)."""
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 @register_datamodule("cluttered_mnist", "MNIST digits on a larger canvas, made on the fly: dham | translated | cluttered")

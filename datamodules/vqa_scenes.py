@@ -18,16 +18,16 @@ and the scene built to make it true, so every type's answers are balanced and th
 far below what a model that looks can reach (``majority_baseline()``). ``answer_question`` reads a
 question's text against a scene independently of the generator; the tests check the two agree.
 
-Item i of val/test is drawn from a generator seeded by (data_seed, split, i): identical across runs,
-workers and ranks. A train item also mixes in one draw from torch's RNG, so train scenes change every
-epoch yet repeat under the same ``--seed``. Batches are dicts: ``image`` (B, 3, H, W) float32 in [0, 1],
+Item i of val/test is drawn from the counter-based stream of (data_seed, split, i)
+(``counter_rng.py``): identical across runs, workers and ranks. A train item also mixes in one draw from
+torch's RNG, so train scenes change every epoch yet repeat under the same ``--seed``. A batch of scenes
+is sampled and rendered at once (``SceneGenerator.sample``, ``render_batch``). Batches are dicts: ``image`` (B, 3, H, W) float32 in [0, 1],
 ``question`` (B, L) token ids padded with 0, ``length`` (B,), ``answer`` (B,), ``qtype`` (B,) and
 ``text`` (the questions as strings).
 """
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from attention_lightning.registry import register_datamodule
 
 from .base import BaseDataModule
+from .counter_rng import ItemStreams, pick
 
 COLOURS: Dict[str, Tuple[float, float, float]] = {
     "red": (0.95, 0.1, 0.1), "green": (0.1, 0.8, 0.1), "blue": (0.2, 0.3, 1.0),
@@ -52,7 +53,6 @@ SIZE_RADIUS = (0.25, 0.4)  # object radius as a fraction of a place's side
 QTYPES = ("exist", "query", "count", "relate")
 ROW_NAMES = {2: ("top", "bottom"), 3: ("top", "middle", "bottom"), 4: ("top", "upper", "lower", "bottom")}
 COL_NAMES = {2: ("left", "right"), 3: ("left", "centre", "right"), 4: ("left", "inner-left", "inner-right", "right")}
-SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 PAD, UNK = "<pad>", "<unk>"
 
 
@@ -141,8 +141,59 @@ def answer_question(scene: Scene, question: str, grid: int) -> str:
     raise ValueError(f"unknown question form {question!r}")
 
 
+@dataclass
+class Scenes:
+    """A batch of scenes with one question each; object arrays are padded to the batch's largest scene and
+    ``count`` (B,) says how many of each row are real. ``scenes[i]`` is scene i as a ``Scene``."""
+    colour: np.ndarray   # (B, M)
+    shape: np.ndarray    # (B, M)
+    size: np.ndarray     # (B, M)
+    place: np.ndarray    # (B, M)
+    centre: np.ndarray   # (B, M, 2) (x, y) in pixels
+    radius: np.ndarray   # (B, M) in pixels
+    count: np.ndarray    # (B,) objects in each scene
+    clutter: np.ndarray  # (B, m, 3) (x, y, half side)
+    question: List[str]
+    answer: List[str]
+    qtype: List[str]
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def __getitem__(self, i: int) -> Scene:
+        n = int(self.count[i])
+        return Scene(self.colour[i, :n], self.shape[i, :n], self.size[i, :n], self.place[i, :n],
+                     self.centre[i, :n], self.radius[i, :n], self.clutter[i], self.question[i], self.answer[i],
+                     self.qtype[i])
+
+    @classmethod
+    def stack(cls, scenes: Sequence[Scene]) -> "Scenes":
+        """Scenes built by hand (e.g. in tests) as one batch."""
+        b, m = len(scenes), max(len(s.colour) for s in scenes)
+        k = max(len(s.clutter) for s in scenes)
+
+        def pad(name: str, tail: Tuple[int, ...] = (), rows: int = m, dtype=np.int64) -> np.ndarray:
+            out = np.zeros((b, rows, *tail), dtype=dtype)
+            for i, s in enumerate(scenes):
+                v = np.asarray(getattr(s, name), dtype=dtype).reshape(-1, *tail)
+                out[i, : len(v)] = v
+            return out
+
+        clutter = pad("clutter", (3,), k, np.float64)
+        if any(len(s.clutter) < k for s in scenes):
+            raise ValueError("stacked scenes must have the same number of clutter squares")
+        return cls(pad("colour"), pad("shape"), pad("size"), pad("place"), pad("centre", (2,), dtype=np.float64),
+                   pad("radius", dtype=np.float64), np.array([len(s.colour) for s in scenes]), clutter,
+                   [s.question for s in scenes], [s.answer for s in scenes], [s.qtype for s in scenes])
+
+
 class SceneGenerator:
-    """Draws and renders scenes with one question each; all randomness comes from the given rng."""
+    """Draws and renders batches of scenes with one question each, all numbers from per-item streams.
+
+    Every choice is made for the whole batch at once from ``ItemStreams`` uniforms at fixed stream
+    positions (``self.pos``), so an item's scene depends only on its own stream. Only the question text
+    is written per item.
+    """
 
     def __init__(self, canvas: int, grid: int, min_objects: int, max_objects: int, clutter: int,
                  max_count: int, qtypes: Sequence[str], noise: float = 0.0, num_colours: int = len(COLOURS),
@@ -153,107 +204,165 @@ class SceneGenerator:
         self.places = place_names(grid)
         self.cell = canvas / grid
         self.num_colours, self.num_shapes = num_colours, num_shapes  # the first ones of COLOURS and SHAPES
-        self.combos = np.array([(c, s) for c in range(num_colours) for s in range(num_shapes)])  # (colours * shapes, 2)
+        self.combos = np.array([(c, s) for c in range(num_colours) for s in range(num_shapes)])  # (K, 2) colour, shape
         self.palette = np.array([(0.0, 0.0, 0.0), CLUTTER_RGB, *COLOURS.values()], dtype=np.float32)  # (2 + colours, 3)
-        centres = np.arange(canvas, dtype=np.float32) + 0.5
-        self.ys, self.xs = centres[:, None], centres[None, :]  # (S, 1), (1, S)
+        # where each choice reads its item's stream; the place draws come last (relate may redraw them)
+        k, m, g = len(self.combos), max_objects, grid * grid
+        sizes = {"head": 8, "combo": k, "size": m, "offset": 2 * m, "clutter": 2 * clutter, "place": g}
+        self.pos, start = {}, 0
+        for name, n in sizes.items():
+            self.pos[name], start = start, start + n
+        self.redraw_stride = g  # redraw r of the places reads pos["place"] + r * g
+        self.noise_pos = 1 << 40  # far past anything the scene draws
 
-    # --- scene and question ------------------------------------------------------------------
-    def sample(self, rng: np.random.Generator) -> Scene:
-        """A scene and its question, the answer chosen uniformly first and the scene made to fit."""
-        qtype = self.qtypes[int(rng.integers(len(self.qtypes)))]
-        n = int(rng.integers(self.min_objects, self.max_objects + 1))
-        count_attr, count_value, count = 0, 0, 0
-        if qtype == "count":
-            count_attr = int(rng.integers(2))  # 0: a colour, 1: a shape
-            count_value = int(rng.integers(self.num_colours if count_attr == 0 else self.num_shapes))
-            hit = self.combos[:, count_attr] == count_value
-            count = int(rng.integers(min(self.max_count, n, int(hit.sum())) + 1))
-            pos, neg = np.flatnonzero(hit), np.flatnonzero(~hit)
-            chosen = np.concatenate([rng.choice(pos, count, replace=False), rng.choice(neg, n - count, replace=False)])
-            chosen = rng.permutation(chosen)
-        else:
-            chosen = rng.choice(len(self.combos), n, replace=False)
-        colour, shape = self.combos[chosen, 0], self.combos[chosen, 1]
-        g = self.grid
-        place = rng.choice(g * g, n, replace=False)
-        while qtype == "relate" and len(np.unique(place % g)) < 2:  # two objects must differ in column
-            place = rng.choice(g * g, n, replace=False)
-        size = rng.integers(len(SIZES), size=n)
-        radius = np.array(SIZE_RADIUS)[size] * self.cell  # (n,)
-        offset = radius[:, None] + rng.random((n, 2)) * (self.cell - 2 * radius[:, None])  # (n, 2) inside the place
-        centre = np.stack([place % g, place // g], axis=1) * self.cell + offset  # (n, 2) (x, y)
+    # --- scenes and questions ----------------------------------------------------------------
+    def sample(self, streams: ItemStreams) -> Scenes:
+        """One scene and question per stream; each answer is chosen uniformly first and the scene made to fit."""
+        b, m, k, g = len(streams), self.max_objects, len(self.combos), self.grid
+        head = streams.uniform(self.pos["head"], 8)  # (B, 8) the per-scene choices below
+        qtype = np.array([QTYPES.index(q) for q in self.qtypes])[pick(head[:, 0], len(self.qtypes))]  # (B,)
+        n = self.min_objects + pick(head[:, 1], self.max_objects - self.min_objects + 1)  # (B,)
+        valid = np.arange(m)[None] < n[:, None]  # (B, M) real object slots
+
+        # objects: distinct colour-shape pairs; a count question first fixes how many match its colour/shape
+        is_count = qtype == QTYPES.index("count")
+        attr = pick(head[:, 2], 2)                                                      # 0: colour, 1: shape
+        value = pick(head[:, 3], np.where(attr == 0, self.num_colours, self.num_shapes))
+        hit = (self.combos.T[attr] == value[:, None]) & is_count[:, None]               # (B, K)
+        n_hit = hit.sum(1)
+        counted = np.where(is_count, pick(head[:, 4], np.minimum(np.minimum(self.max_count, n), n_hit) + 1), 0)
+        # sort matching pairs first, each group in random order; take `counted` matches and n - counted others
+        order = np.argsort(streams.uniform(self.pos["combo"], k) + 2.0 * ~hit, axis=1)  # (B, K)
+        rank = np.arange(k)[None]
+        take = (rank < counted[:, None]) | ((rank >= n_hit[:, None]) & (rank < (n_hit + n - counted)[:, None]))
+        chosen = np.take_along_axis(order, np.argsort(~take, axis=1, kind="stable")[:, :m], 1)  # (B, M) taken first
+        colour, shape = self.combos[chosen, 0], self.combos[chosen, 1]                  # (B, M)
+
+        # places: n distinct cells of the lattice; a relate question needs two columns, so redraw until it has
+        place = np.argsort(streams.uniform(self.pos["place"], g * g), axis=1)[:, :m]    # (B, M)
+        is_relate = qtype == QTYPES.index("relate")
+        redraw = 0
+        while True:
+            col = place % g
+            one_column = ((col == col[:, :1]) | ~valid).all(1) & is_relate
+            if not one_column.any():
+                break
+            redraw += 1
+            fresh = np.argsort(streams.uniform(self.pos["place"] + redraw * self.redraw_stride, g * g), axis=1)[:, :m]
+            place = np.where(one_column[:, None], fresh, place)
+
+        size = pick(streams.uniform(self.pos["size"], m), len(SIZES))                  # (B, M)
+        radius = np.array(SIZE_RADIUS)[size] * self.cell                                # (B, M)
+        jitter = streams.uniform(self.pos["offset"], 2 * m).reshape(b, m, 2)
+        offset = radius[..., None] + jitter * (self.cell - 2 * radius[..., None])       # (B, M, 2) inside the place
+        centre = np.stack([place % g, place // g], axis=-1) * self.cell + offset        # (B, M, 2) (x, y)
         half = max(1.0, 0.1 * self.cell)
-        clutter = np.column_stack([rng.uniform(half, self.canvas - half, (self.clutter, 2)),
-                                   np.full(self.clutter, half)])  # (m, 3)
-        scene = Scene(colour, shape, size, place, centre, radius, clutter, qtype=qtype)
-        scene.question, scene.answer = self._question(scene, rng, count_attr, count_value, count)
-        return scene
+        xy = half + streams.uniform(self.pos["clutter"], 2 * self.clutter).reshape(b, self.clutter, 2) * (
+            self.canvas - 2 * half)
+        clutter = np.concatenate([xy, np.full((b, self.clutter, 1), half)], axis=-1)    # (B, m, 3)
 
-    def _question(self, s: Scene, rng: np.random.Generator, count_attr: int, count_value: int,
-                  count: int) -> Tuple[str, str]:
-        colours, n = list(COLOURS), len(s.colour)
-        name = lambda i: f"{colours[s.colour[i]]} {SHAPES[s.shape[i]]}"  # noqa: E731
-        if s.qtype == "exist":
-            yes = bool(rng.integers(2))
-            if yes:
-                return f"is there a {name(int(rng.integers(n)))} ?", "yes"
-            present = set(zip(s.colour.tolist(), s.shape.tolist()))
-            absent = [(c, sh) for c, sh in self.combos.tolist() if (c, sh) not in present]
-            c, sh = absent[int(rng.integers(len(absent)))]
-            return f"is there a {colours[c]} {SHAPES[sh]} ?", "no"
-        if s.qtype == "query":
-            i, attr = int(rng.integers(n)), ("colour", "shape", "size")[int(rng.integers(3))]
-            value = {"colour": colours[s.colour[i]], "shape": SHAPES[s.shape[i]], "size": SIZES[s.size[i]]}[attr]
-            return f"what {attr} is the object at the {self.places[s.place[i]]} ?", value
-        if s.qtype == "count":
-            if count_attr == 0:
-                return f"how many {colours[count_value]} objects are there ?", str(count)
-            return f"how many {PLURALS[SHAPES[count_value]]} are there ?", str(count)
-        if s.qtype == "relate":
-            col = s.place % self.grid
-            pairs = [(a, b) for a in range(n) for b in range(n) if col[a] != col[b]]
-            a, b = pairs[int(rng.integers(len(pairs)))]
-            yes = bool(rng.integers(2))
-            a_left = bool(s.centre[a, 0] < s.centre[b, 0])
-            word = "left" if a_left == yes else "right"
-            return f"is the {name(a)} {word} of the {name(b)} ?", "yes" if yes else "no"
-        raise ValueError(f"unknown question type {s.qtype!r}; use one of {', '.join(QTYPES)}")
+        # question parameters, all rows at once; the text is written per row below
+        yes = head[:, 5] < 0.5
+        obj = pick(head[:, 6], n)                                                        # (B,) some real object
+        present = np.zeros((b, k), dtype=bool)
+        present[np.nonzero(valid)[0], chosen[valid]] = True
+        absent = nth_true(~present, pick(head[:, 6], k - n))                            # (B,) an absent pair
+        query_attr = pick(head[:, 7], 3)
+        pairs = (col[:, :, None] != col[:, None, :]) & valid[:, :, None] & valid[:, None, :]  # (B, M, M)
+        flat = nth_true(pairs.reshape(b, m * m), pick(head[:, 6], np.maximum(pairs.sum((1, 2)), 1)))
+        a, c = flat // m, flat % m                                                      # (B,) the compared pair
+        rows = np.arange(b)
+        a_left = centre[rows, a, 0] < centre[rows, c, 0]
+
+        colours = list(COLOURS)
+        question, answer = [], []
+        for i in range(b):  # string formatting only
+            kind = QTYPES[qtype[i]]
+            if kind == "exist":
+                cc, ss = (colour[i, obj[i]], shape[i, obj[i]]) if yes[i] else self.combos[absent[i]]
+                q, ans = f"is there a {colours[cc]} {SHAPES[ss]} ?", "yes" if yes[i] else "no"
+            elif kind == "query":
+                j, what = obj[i], ("colour", "shape", "size")[query_attr[i]]
+                ans = (colours[colour[i, j]], SHAPES[shape[i, j]], SIZES[size[i, j]])[query_attr[i]]
+                q = f"what {what} is the object at the {self.places[place[i, j]]} ?"
+            elif kind == "count":
+                q = (f"how many {colours[value[i]]} objects are there ?" if attr[i] == 0
+                     else f"how many {PLURALS[SHAPES[value[i]]]} are there ?")
+                ans = str(counted[i])
+            else:
+                word = "left" if a_left[i] == yes[i] else "right"
+                q = (f"is the {colours[colour[i, a[i]]]} {SHAPES[shape[i, a[i]]]} {word} of the "
+                     f"{colours[colour[i, c[i]]]} {SHAPES[shape[i, c[i]]]} ?")
+                ans = "yes" if yes[i] else "no"
+            question.append(q)
+            answer.append(ans)
+        return Scenes(colour, shape, size, place, centre, radius, n, clutter, question, answer,
+                      [QTYPES[q] for q in qtype])
 
     # --- rendering ---------------------------------------------------------------------------
-    def masks(self, s: Scene) -> np.ndarray:
-        """Boolean masks (n, S, S) of the scene's objects."""
-        dx = self.xs[None] - s.centre[:, 0, None, None].astype(np.float32)  # (n, 1, S)
-        dy = self.ys[None] - s.centre[:, 1, None, None].astype(np.float32)  # (n, S, 1)
-        r = s.radius[:, None, None].astype(np.float32)  # (n, 1, 1)
-        ax, ay = np.abs(dx), np.abs(dy)
-        shapes = np.stack([
-            dx * dx + dy * dy <= r * r,                                                # circle
-            np.maximum(ax, ay) <= 0.85 * r,                                            # square
-            (dy >= -r) & (dy <= 0.75 * r) & (ax <= (dy + r) / 1.75),                   # triangle, apex up
-            ((ax <= 0.35 * r) & (ay <= r)) | ((ay <= 0.35 * r) & (ax <= r)),           # cross
-        ])  # (4, n, S, S)
-        return shapes[s.shape, np.arange(len(s.shape))]  # (n, S, S)
+    def render(self, scene: Scene) -> np.ndarray:
+        """One scene as float32 (3, S, S) in [0, 1] (no noise)."""
+        return self.render_batch(Scenes.stack([scene]))[0]
 
-    def render(self, s: Scene, rng: Optional[np.random.Generator] = None) -> np.ndarray:
-        """The scene as float32 (3, S, S) in [0, 1]: clutter first, objects over it."""
-        label = np.zeros((self.canvas, self.canvas), dtype=np.int64)  # 0 background, 1 clutter, 2+ colour
-        if len(s.clutter):
-            cx, cy, h = (s.clutter[:, i, None, None].astype(np.float32) for i in range(3))  # (m, 1, 1)
-            grey = (np.abs(self.xs[None] - cx) <= h) & (np.abs(self.ys[None] - cy) <= h)  # (m, S, S)
-            label[grey.any(0)] = 1
-        obj = self.masks(s)  # (n, S, S)
-        top = (obj * np.arange(1, len(s.colour) + 1)[:, None, None]).max(0)  # (S, S) last object drawn wins
-        drawn = top > 0
-        label[drawn] = 2 + s.colour[top[drawn] - 1]
-        image = self.palette[label].transpose(2, 0, 1)  # (3, S, S)
-        if self.noise > 0 and rng is not None:
-            image = np.clip(image + rng.normal(0.0, self.noise, image.shape).astype(np.float32), 0.0, 1.0)
+    def render_batch(self, scenes: Scenes, streams: Optional[ItemStreams] = None) -> np.ndarray:
+        """Scenes as float32 (B, 3, S, S) in [0, 1]: clutter first, objects over it, then noise if asked
+        (``noise`` > 0 and ``streams`` given). Each object is drawn in a small window around its centre."""
+        b, m = scenes.colour.shape
+        s = self.canvas
+        reach = max(float(scenes.radius.max(initial=0.0)), float(scenes.clutter[..., 2].max(initial=0.0)))
+        w = 2 * int(np.ceil(reach)) + 3                          # window side: covers any object or square
+        side = s + 2 * w
+        label = np.zeros(b * side * side, dtype=np.uint8)  # (B, S + 2w, S + 2w) flat: 0 background, 1 clutter,
+        ar = np.arange(w)                                  # 2+ colour; the margin w takes windows past the edge
+
+        def paint(cx: np.ndarray, cy: np.ndarray, draw, value: np.ndarray) -> None:
+            """Set ``value`` (B,) where ``draw(dx, dy)`` holds in the window around (cx, cy) (B,) each."""
+            x0 = np.floor(cx).astype(np.int64) - w // 2
+            y0 = np.floor(cy).astype(np.int64) - w // 2
+            dx = (x0[:, None] + ar + 0.5 - cx[:, None])[:, None, :]  # (B, 1, w) pixel centres from the centre
+            dy = (y0[:, None] + ar + 0.5 - cy[:, None])[:, :, None]  # (B, w, 1)
+            base = np.arange(b) * side * side + (y0 + w) * side + (x0 + w)  # (B,) the window's top-left, flat
+            flat = base[:, None, None] + ar[None, :, None] * side + ar[None, None, :]  # (B, w, w)
+            inside = draw(dx.astype(np.float32), dy.astype(np.float32))  # (B, w, w)
+            label[flat[inside]] = np.broadcast_to(value[:, None, None], inside.shape)[inside]
+
+        for j in range(scenes.clutter.shape[1]):  # loops over slots, never over the batch
+            cx, cy, h = (scenes.clutter[:, j, i] for i in range(3))
+            h = h.astype(np.float32)[:, None, None]
+            paint(cx, cy, lambda dx, dy: (np.abs(dx) <= h) & (np.abs(dy) <= h), np.ones(b, dtype=np.uint8))
+        for j in range(m):
+            r = scenes.radius[:, j].astype(np.float32)[:, None, None]  # (B, 1, 1)
+            real = (j < scenes.count)[:, None, None]
+            kind = scenes.shape[:, j][:, None, None]
+
+            def draw(dx, dy, r=r, real=real, kind=kind):
+                ax, ay = np.abs(dx), np.abs(dy)
+                return real & (                                                         # (B, w, w)
+                    (kind == 0) & (dx * dx + dy * dy <= r * r)                                      # circle
+                    | (kind == 1) & (np.maximum(ax, ay) <= 0.85 * r)                                # square
+                    | (kind == 2) & (dy >= -r) & (dy <= 0.75 * r) & (ax <= (dy + r) / 1.75)         # triangle, apex up
+                    | (kind == 3) & (((ax <= 0.35 * r) & (ay <= r)) | ((ay <= 0.35 * r) & (ax <= r)))  # cross
+                )
+
+            paint(scenes.centre[:, j, 0], scenes.centre[:, j, 1], draw, 2 + scenes.colour[:, j])
+        label = label.reshape(b, side, side)[:, w:w + s, w:w + s]  # (B, S, S)
+        image = np.empty((b, 3, s, s), dtype=np.float32)
+        for ch in range(3):
+            image[:, ch] = self.palette[:, ch][label]
+        if self.noise > 0 and streams is not None:
+            image = image + self.noise * streams.normal(self.noise_pos, 3 * s * s).reshape(b, 3, s, s)
+            image = np.clip(image, 0.0, 1.0)
         return np.ascontiguousarray(image, dtype=np.float32)
 
 
+def nth_true(mask: np.ndarray, nth: np.ndarray) -> np.ndarray:
+    """Column of the ``nth`` (B,) True of each row of ``mask`` (B, K) (0-based; rows need > nth Trues)."""
+    return (np.cumsum(mask, axis=1) > nth[:, None]).argmax(1)
+
+
 class VQAScenes(Dataset):
-    """``length`` scenes of one split; item i is seeded by (data_seed, split, i) (plus torch's RNG for train)."""
+    """``length`` scenes of one split; item i is drawn from the stream of (data_seed, split, i), plus one
+    torch draw per item for train (so train scenes change every epoch). Batches are made at once."""
 
     def __init__(self, generator: SceneGenerator, tokenizer: Tokenizer, answers: Sequence[str], length: int,
                  split: str, data_seed: int) -> None:
@@ -264,25 +373,29 @@ class VQAScenes(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def rng(self, index: int) -> np.random.Generator:
-        key = [self.data_seed, SPLIT_IDS[self.split], index]
-        if self.split == "train":
-            key.append(int(torch.randint(0, 2**62, ()).item()))  # advances with torch's (worker) RNG
-        return np.random.default_rng(key)
+    def streams(self, indices: Sequence[int]) -> ItemStreams:
+        return ItemStreams(self.data_seed, self.split, indices)
 
-    def scene(self, index: int) -> Tuple[Scene, np.random.Generator]:
-        rng = self.rng(index)
-        return self.gen.sample(rng), rng
+    def scenes(self, indices: Sequence[int]) -> Scenes:
+        """The scenes and questions of these items (no rendering)."""
+        return self.gen.sample(self.streams(indices))
+
+    def scene(self, index: int) -> Scene:
+        return self.scenes([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> List[dict]:
+        """A whole batch at once (the DataLoader calls this instead of __getitem__ when it exists)."""
+        streams = self.streams(indices)
+        scenes = self.gen.sample(streams)
+        images = torch.from_numpy(self.gen.render_batch(scenes, streams))  # (B, 3, S, S)
+        qtypes = [QTYPES.index(q) for q in scenes.qtype]
+        return [{"image": images[i],
+                 "question": torch.tensor(self.tokenizer.encode(scenes.question[i]), dtype=torch.long),  # (L_i,)
+                 "answer": self.answer_index[scenes.answer[i]], "qtype": qtypes[i], "text": scenes.question[i]}
+                for i in range(len(scenes))]
 
     def __getitem__(self, index: int) -> dict:
-        scene, rng = self.scene(index)
-        return {
-            "image": torch.from_numpy(self.gen.render(scene, rng)),  # (3, S, S)
-            "question": torch.tensor(self.tokenizer.encode(scene.question), dtype=torch.long),  # (L_i,)
-            "answer": self.answer_index[scene.answer],
-            "qtype": QTYPES.index(scene.qtype),
-            "text": scene.question,
-        }
+        return self.__getitems__([index])[0]
 
 
 def collate(items: List[dict]) -> Dict[str, object]:
@@ -378,8 +491,9 @@ class VQAScenesDataModule(BaseDataModule):
         if self._majority is None:
             val = self._make("val", self.hparams.val_size)
             counts = np.zeros(len(self.answers), dtype=np.int64)
-            for i in range(len(val)):
-                counts[val.answer_index[val.scene(i)[0].answer]] += 1
+            for start in range(0, len(val), 1024):
+                answers = val.scenes(range(start, min(start + 1024, len(val)))).answer
+                np.add.at(counts, [val.answer_index[a] for a in answers], 1)
             best = int(counts.argmax())
             self._majority = (self.answers[best], float(counts[best] / counts.sum()))
         return self._majority
@@ -392,12 +506,3 @@ class VQAScenesDataModule(BaseDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, shuffle=False, collate_fn=collate)
-
-
-def images_per_second(dm: VQAScenesDataModule, n: int = 2000) -> float:
-    """Generation + rendering throughput of the train split (one process)."""
-    dm.setup()
-    start = time.perf_counter()
-    for i in range(n):
-        dm.train_set[i]
-    return n / (time.perf_counter() - start)

@@ -69,7 +69,7 @@ def test_generator_answer_matches_the_independent_reader():
     dm = small_dm(val_size=600)
     seen = set()
     for i in range(600):
-        scene = dm.val_set.scene(i)[0]
+        scene = dm.val_set.scene(i)
         seen.add(scene.qtype)
         assert answer_question(scene, scene.question, dm.hparams.grid) == scene.answer, scene.question
         assert len(np.unique(scene.place)) == len(scene.place)  # one object per place
@@ -112,7 +112,7 @@ def test_answers_are_balanced_and_majority_is_low():
     dm = small_dm(val_size=800)
     answer, freq = dm.majority_baseline()
     assert answer in ("yes", "no") and freq < 0.35
-    ans = [dm.val_set.scene(i)[0] for i in range(800)]
+    ans = [dm.val_set.scene(i) for i in range(800)]
     yes_no = [s.answer for s in ans if s.qtype in ("exist", "relate")]
     assert 0.4 < yes_no.count("yes") / len(yes_no) < 0.6
     counts = [s.answer for s in ans if s.qtype == "count"]
@@ -141,7 +141,7 @@ def test_fewer_colours_and_shapes_restrict_scenes_and_questions():
     dm = small_dm(num_colours=3, num_shapes=2, max_objects=3, val_size=300)
     colours, shapes = set(list(COLOURS)[:3]), set(SHAPES[:2])
     for i in range(300):
-        scene = dm.val_set.scene(i)[0]
+        scene = dm.val_set.scene(i)
         assert set(scene.colour.tolist()) <= {0, 1, 2} and set(scene.shape.tolist()) <= {0, 1}
         assert answer_question(scene, scene.question, dm.hparams.grid) == scene.answer, scene.question
         words = set(scene.question.split())
@@ -150,3 +150,46 @@ def test_fewer_colours_and_shapes_restrict_scenes_and_questions():
         VQAScenesDataModule(num_colours=3, num_shapes=2, max_objects=4)
     with pytest.raises(ValueError, match="--num_colours"):
         VQAScenesDataModule(num_colours=1)
+
+
+def reference_render(gen: SceneGenerator, scene: Scene) -> np.ndarray:
+    """Full-canvas rendering written for the test: every pixel tested against every square and object."""
+    c = np.arange(gen.canvas) + 0.5
+    xs, ys = c[None, :], c[:, None]
+    label = np.zeros((gen.canvas, gen.canvas), dtype=np.int64)
+    for x, y, h in scene.clutter:
+        label[(np.abs(xs - x) <= h) & (np.abs(ys - y) <= h)] = 1
+    for (x, y), r, kind, colour in zip(scene.centre, scene.radius, scene.shape, scene.colour):
+        dx, dy = (xs - x).astype(np.float32), (ys - y).astype(np.float32)
+        ax, ay, r = np.abs(dx), np.abs(dy), np.float32(r)
+        mask = [dx * dx + dy * dy <= r * r, np.maximum(ax, ay) <= 0.85 * r,
+                (dy >= -r) & (dy <= 0.75 * r) & (ax <= (dy + r) / 1.75),
+                ((ax <= 0.35 * r) & (ay <= r)) | ((ay <= 0.35 * r) & (ax <= r))][kind]
+        label[mask] = 2 + colour
+    return gen.palette[label].transpose(2, 0, 1)
+
+
+def test_batched_window_rendering_matches_a_full_canvas_reference():
+    dm = small_dm(canvas_size=48, clutter=3)
+    scenes = dm.val_set.scenes(range(40))
+    images = dm.generator.render_batch(scenes)  # (40, 3, 48, 48)
+    for i in range(len(scenes)):
+        np.testing.assert_array_equal(images[i], reference_render(dm.generator, scenes[i]))
+
+
+def test_an_item_does_not_depend_on_the_batch_it_is_drawn_in():
+    dm = small_dm()
+    batch = dm.val_set.__getitems__([5, 3, 399])
+    for item, i in zip(batch, (5, 3, 399)):
+        alone = dm.val_set[i]
+        assert torch.equal(item["image"], alone["image"]) and item["text"] == alone["text"]
+        assert item["answer"] == alone["answer"]
+
+
+def test_noise_is_per_item_and_reproducible():
+    dm = small_dm(noise=0.2)
+    a, b = dm.val_set.__getitems__([0, 1]), dm.val_set.__getitems__([1])
+    assert torch.equal(a[1]["image"], b[0]["image"])
+    clean = torch.from_numpy(dm.generator.render(dm.val_set.scene(1)))
+    diff = a[1]["image"] - clean
+    assert 0.1 < diff.std() < 0.25 and a[1]["image"].min() >= 0 and a[1]["image"].max() <= 1
