@@ -4,7 +4,7 @@ Each preset in configs/ runs a few real ``Trainer.fit`` steps (forward, backward
 excluded from the timing) on the current device. Presets whose dataset is not on disk (CIFAR, SVHN, CINIC-10,
 Tiny ImageNet offline) run on random tensors of the dataset's shape, marked 'synthetic'.
 
-    python benchmarks/throughput.py [--steps=10] [--batch_size=N] [--compile] [--only=ram,dham]
+    python benchmarks/throughput.py [--steps=10] [--batch_size=N] [--compile] [--only=ram,dham_mnist120]
         [--json=benchmarks/results/throughput.json] [--accelerator=gpu --precision=bf16-mixed]
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Synthetic(BaseDataModule):
 def presets(only):
     for cfg in sorted((ROOT / "configs").glob("*.yaml")):
         flags = yaml.safe_load(cfg.read_text())
-        if not only or flags.get("model") in only:
+        if not only or flags.get("model") in only or cfg.stem in only:
             yield cfg, flags
 
 
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--batch_size", type=int, default=None, help="override every preset's batch size")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile(model)")
-    ap.add_argument("--only", default="", help="comma-separated model names")
+    ap.add_argument("--only", default="", help="comma-separated model or preset names (e.g. ram,dham_mnist120)")
     ap.add_argument("--accelerator", default="auto")
     ap.add_argument("--precision", default="32-true")
     ap.add_argument("--json", default="benchmarks/results/throughput.json")

@@ -194,7 +194,12 @@ class PHAM(AttentionModel):
         h = images.new_zeros(b, self.rnn.hidden)
         visited = torch.zeros(b, n, dtype=torch.bool, device=images.device)
         logits, cells, maps = [], [], []
-        hs, noise, seen = [], [], []  # per step, for the ELBO after the episode
+        hs, noise, seen = [], [], []  # per step, for the ELBO
+        # The EIG policy draws z ~ q(z | h_t) at every step to plan; with the ELBO asked for, that one flow and
+        # decoder pass (with gradients) also gives step t's ELBO term, and the lookahead reads it detached.
+        # The random policy plans nothing, so its ELBO runs once after the episode over all B*T rows.
+        inline = policy == "eig" and elbo
+        nll = kl = images.new_zeros(b, dtype=torch.float32) if inline else None
         synth = None
         for t in range(self.steps):
             if policy == "eig" and t > 0:
@@ -212,18 +217,23 @@ class PHAM(AttentionModel):
             h = self.rnn(self.features.combine(what, self.centers[cell]), h)  # (B, H)
             logits.append(self.classifier(h))                           # (B, K)
             plan_next = policy == "eig" and t < self.steps - 1
-            if elbo or plan_next:
-                eps = self.vae.encoder.noise(h, samples if plan_next else 1)  # (B, S, Z)
-                if plan_next:  # the argmax passes no gradient: synthesize for the lookahead without a graph
-                    with torch.no_grad():
-                        synth = self.vae(h.detach(), eps.shape[1], eps)[0]  # (B, S, N, F)
-                if elbo:
-                    hs.append(h)
-                    noise.append(eps)
-                    seen.append(what.detach())
+            if not (elbo or plan_next):
+                continue
+            eps = self.vae.encoder.noise(h, samples if plan_next else 1)  # (B, S, Z)
+            if elbo:
+                seen.append(what.detach())
+            if inline:
+                synth, z, log_q = self.vae(h, eps.shape[1], eps)        # (B, S, N, F) with gradients
+                nll_t, kl_t = self.vae.negative_elbo(synth, z, log_q, torch.stack(seen, 1), torch.stack(cells, 1))
+                nll, kl = nll + nll_t, kl + kl_t
+            elif plan_next:  # the argmax passes no gradient: synthesize for the lookahead without a graph
+                with torch.no_grad():
+                    synth = self.vae(h.detach(), eps.shape[1], eps)[0]  # (B, S, N, F)
+            else:
+                hs.append(h)
+                noise.append(eps)
         cells_bt = torch.stack(cells, 1)  # (B, T)
-        nll = kl = None
-        if elbo:  # the same z as the lookahead used, now with gradients, all steps in one flow/decoder pass
+        if elbo and not inline:  # all steps' ELBO terms in one flow/decoder pass over B*T rows
             nll, kl = self.vae.negative_elbo_steps(torch.stack(hs, 1), noise, torch.stack(seen, 1), cells_bt)
         return Rollout(torch.stack(logits, 1), cells_bt, torch.stack(maps, 1), nll, kl)
 

@@ -97,9 +97,11 @@ def information_gain(lookahead_logits: Tensor, prior_logits: Tensor, visited: Te
 
     ``lookahead_logits`` (B, S, N, K) for S z samples and N cells, ``prior_logits`` (B, K), ``visited`` (B, N) bool.
     """
-    log_p = lookahead_logits.float().log_softmax(-1)                 # (B, S, N, K)
-    log_q = prior_logits.float().log_softmax(-1)[:, None, None, :]   # (B, 1, 1, K)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean(1)             # (B, N)
+    # classes first: on CPU a log-softmax over a short last dimension (K ~ 10) is many times slower than over
+    # the leading one, and this runs on B * S * N rows at every step
+    log_p = lookahead_logits.float().movedim(-1, 0).log_softmax(0)      # (K, B, S, N)
+    log_q = prior_logits.float().log_softmax(-1).T[:, :, None, None]    # (K, B, 1, 1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(0).mean(1)                 # (B, N)
     return kl.masked_fill(visited, float("-inf"))
 
 

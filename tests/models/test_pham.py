@@ -259,9 +259,10 @@ def per_step_rollout(model: PHAM, images, policy: str, samples: int):
 
 
 @pytest.mark.parametrize("policy,samples", [("eig", 1), ("eig", 3), ("random", 1)])
-def test_rollout_elbo_after_the_episode_equals_the_per_step_elbo_with_the_same_z(tmp_path, policy, samples):
-    # the rollout plans without gradients and computes the ELBO of all steps in one pass afterwards; with the
-    # same seed it must choose the same cells and give the same ELBO and gradients as the per-step reference
+def test_rollout_elbo_equals_the_per_step_reference_with_the_same_z(tmp_path, policy, samples):
+    # the EIG rollout shares each step's flow/decoder pass between planning and the ELBO; the random rollout
+    # computes the ELBO of all steps in one pass after the episode. With the same seed both must choose the
+    # same cells and give the same ELBO and gradients as the per-step reference
     path = save_weights(make(), tmp_path / "phase2.ckpt")
     model = make(phase=3, init_from=path, classifier_dropout=0.3)
     model.setup("fit")

@@ -124,6 +124,18 @@ def test_information_gain_picks_the_informative_cell_in_a_known_toy():
     assert masked[0, 2] == float("-inf") and masked.argmax(-1).item() == 1
 
 
+def test_information_gain_of_a_batch_equals_each_row_alone():
+    # rows with their own priors: a layout slip (classes, batch or samples mixed up) changes the values
+    g = torch.Generator().manual_seed(3)
+    logits, prior = torch.randn(3, 4, 5, 6, generator=g), torch.randn(3, 6, generator=g)  # (B, S, N, K), (B, K)
+    eig = information_gain(logits, prior, torch.zeros(3, 5, dtype=torch.bool))
+    for i in range(3):
+        ahead = torch.distributions.Categorical(logits=logits[i])          # batch (S, N)
+        now = torch.distributions.Categorical(logits=prior[i])
+        expected = torch.distributions.kl_divergence(ahead, now).mean(0)   # (N,)
+        torch.testing.assert_close(eig[i], expected, atol=1e-5, rtol=1e-5)
+
+
 def test_encoder_with_given_noise_reproduces_its_own_draw():
     enc = rough_flow()
     h = torch.randn(4, 8)
