@@ -7,7 +7,7 @@ notebooks draw from it and never from model internals. All geometry is in [-1, 1
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -23,6 +23,9 @@ class Attention:
     labels: Optional[Tensor] = None   # (B,) ground truth, when the batch has it
     captions: List[str] = field(default_factory=list)  # optional per-image text (e.g. a question)
     map_title: str = "attention"      # what ``maps`` shows, for legends
+    # (x0, y0, x1, y1) in [-1, 1] covered by ``maps``: the outer edges of its first and last cells, which need not
+    # be the image's edges (e.g. PHAM's grid cells are centred at glimpse centres); None = the whole image
+    map_extent: Optional[Tuple[float, float, float, float]] = None
 
     @property
     def steps(self) -> int:
@@ -50,4 +53,5 @@ class Attention:
         return Attention(
             images=conv(self.images), probs=conv(self.probs), boxes=conv(self.boxes), maps=conv(self.maps),
             views=conv(self.views), labels=conv(self.labels), captions=list(self.captions), map_title=self.map_title,
+            map_extent=self.map_extent,
         )

@@ -13,8 +13,9 @@ process without a display, and they still show inline in a notebook.
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -87,9 +88,8 @@ def subset(att: Attention, n: int) -> Attention:
     def cut(t: Optional[Tensor]) -> Optional[Tensor]:
         return None if t is None else t[:n]
 
-    return Attention(images=att.images[:n], probs=att.probs[:n], boxes=cut(att.boxes), maps=cut(att.maps),
-                     views=cut(att.views), labels=cut(att.labels), captions=list(att.captions[:n]),
-                     map_title=att.map_title)
+    return replace(att, images=att.images[:n], probs=att.probs[:n], boxes=cut(att.boxes), maps=cut(att.maps),
+                   views=cut(att.views), labels=cut(att.labels), captions=list(att.captions[:n]))
 
 
 def _pick(att: Attention, i: int) -> Attention:
@@ -97,9 +97,9 @@ def _pick(att: Attention, i: int) -> Attention:
     def cut(t: Optional[Tensor]) -> Optional[Tensor]:
         return None if t is None else t[i:i + 1]
 
-    return Attention(images=att.images[i:i + 1], probs=att.probs[i:i + 1], boxes=cut(att.boxes),
-                     maps=cut(att.maps), views=cut(att.views), labels=cut(att.labels),
-                     captions=list(att.captions[i:i + 1]), map_title=att.map_title)
+    return replace(att, images=att.images[i:i + 1], probs=att.probs[i:i + 1], boxes=cut(att.boxes),
+                   maps=cut(att.maps), views=cut(att.views), labels=cut(att.labels),
+                   captions=list(att.captions[i:i + 1]))
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -154,13 +154,15 @@ def _frame(ax, lim: float) -> None:
     ax.set_facecolor("0.85")  # grey where a box leaves the image
 
 
-def _draw_map(ax, m: Tensor) -> None:
-    """Overlay a non-negative (h, w) map stretched over the image; transparent where it is 0."""
+def _draw_map(ax, m: Tensor, extent: Optional[Tuple[float, float, float, float]] = None) -> None:
+    """Overlay a non-negative (h, w) map over ``extent`` (x0, y0, x1, y1), default the whole image; transparent
+    where it is 0."""
     m = m.detach().float().cpu().clamp_min(0)
     m = (m / m.max().clamp_min(1e-12)).numpy()
     rgba = colormaps["inferno"](m)  # (h, w, 4)
     rgba[..., 3] = MAP_ALPHA * m
-    ax.imshow(rgba, extent=EXTENT, interpolation="nearest")
+    x0, y0, x1, y1 = extent if extent is not None else (-1.0, -1.0, 1.0, 1.0)
+    ax.imshow(rgba, extent=(x0, x1, y1, y0), interpolation="nearest")
 
 
 def _draw_boxes(ax, boxes: Tensor, upto: int, current: Optional[int] = None) -> None:
@@ -241,7 +243,7 @@ def attention_grid(
             elif col[0] == "map":
                 t = col[1]
                 _image_panel(ax, rgb[i], lim)
-                _draw_map(ax, att.maps[i, t])
+                _draw_map(ax, att.maps[i, t], att.map_extent)
                 if att.boxes is not None:
                     _draw_boxes(ax, att.boxes[i], t + 1, current=t if att.boxes.shape[1] > 1 else None)
                 if att.maps.shape[1] == 1:
@@ -315,7 +317,7 @@ def step_frames(
             ax = fig.add_subplot(rows, cols, i + 1)
             _image_panel(ax, rgb[i], _limits(att, i))
             if att.maps is not None:
-                _draw_map(ax, att.maps[i, min(t, att.maps.shape[1] - 1)])
+                _draw_map(ax, att.maps[i, min(t, att.maps.shape[1] - 1)], att.map_extent)
             if att.boxes is not None:
                 _draw_boxes(ax, att.boxes[i], t + 1, current=t if att.boxes.shape[1] > 1 else None)
             text, color = _step_title(att, i, t, class_names)

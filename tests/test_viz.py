@@ -116,6 +116,35 @@ def test_map_is_transparent_where_zero_and_covers_the_image():
         assert np.abs(rgb[r, c] - 128).max() <= 1  # the image as it is
 
 
+def test_map_with_an_extent_covers_only_that_part_of_the_image():
+    fig = Figure(figsize=(2, 2), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    viz._image_panel(ax, np.full((4, 4, 3), 0.5), 1.0)
+    viz._draw_map(ax, torch.ones(1, 1), extent=(0.0, -1.0, 1.0, 0.0))  # the top-right quarter only
+    rgb = viz.figure_to_rgb(fig).astype(int)
+    r, c = _display_rc(fig, ax, 0.5, -0.5, rgb.shape[0])
+    assert np.abs(rgb[r, c] - 128).max() > 40
+    for x, y in ((-0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)):
+        r, c = _display_rc(fig, ax, x, y, rgb.shape[0])
+        assert np.abs(rgb[r, c] - 128).max() <= 1
+
+
+def test_pham_and_dham_maps_span_their_cells_not_the_whole_image():
+    from attention_lightning.models.dham import DHAM
+    from attention_lightning.models.pham import PHAM
+    pham = PHAM(image_size=32, feature_size=16, hidden_size=16, latent_size=4, glimpse_channels=(8,),
+                flow_transforms=1, flow_hidden=(8,), decoder_channels=8, decoder_layers=1, steps=2, eig_samples=1)
+    att = pham.attention((torch.rand(2, 3, 32, 32), torch.tensor([0, 1])))
+    # 8x8 glimpses every 4 px: the first is centred on pixel edge 4 (-0.75), the last on 28 (0.75); cells are 4 px
+    assert att.map_extent == pytest.approx((-0.875, -0.875, 0.875, 0.875))
+    dham = DHAM(in_channels=1, head_channels=(4,), head_kernel=5, head_padding="valid", head_stride=1)
+    att = dham.attention((torch.rand(2, 1, 20, 20), torch.tensor([0, 1])))
+    # two valid 5x5 convs (4 channels, then the map) trim 4 px per side: 12 cells on pixels 4..15, outer edges 4 and 16
+    assert att.maps.shape[-1] == 12
+    assert att.map_extent == pytest.approx((-0.6, -0.6, 0.6, 0.6))
+    assert viz.subset(att, 1).map_extent == att.map_extent and att.detach_cpu().map_extent == att.map_extent
+
+
 def test_steps_are_numbered_in_order_and_one_step_is_not():
     fig = Figure()
     ax = fig.add_subplot()

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..attention import Attention
 from ..nn.affine_crop import affine_crop
-from ..nn.coords import box_from_center
+from ..nn.coords import box_from_center, cell_extent, pixel_centers
 from ..nn.spatial_softmax import PmfMoments, spatial_softmax_moments
 from ..registry import register_model
 from .base import AttentionModel
@@ -143,7 +143,11 @@ class DHAM(AttentionModel):
         view, moments, half = self.crop(images)
         probs = self.classifier(view).softmax(-1)
         box = box_from_center(moments.center, half)  # (B, 4)
+        (h, w), (mh, mw) = images.shape[-2:], moments.pmf.shape[-2:]
+        head = self.head
+        extent = cell_extent(pixel_centers(mw, head.offset, w, head.stride), pixel_centers(mh, head.offset, h, head.stride))
         return Attention(
             images=images, probs=probs[:, None], boxes=box[:, None, None], maps=moments.pmf[:, None],
             views=view[:, None], labels=batch[1] if isinstance(batch, (list, tuple)) else None, map_title="pmf",
+            map_extent=extent,
         )

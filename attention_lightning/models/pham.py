@@ -30,6 +30,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..attention import Attention
+from ..nn.coords import cell_extent
 from ..nn.grid_glimpse import all_glimpses, glimpses_at, grid_for
 from ..nn.partial_vae import PartialVAE
 from ..nn.pham_blocks import Classifier, GlimpseFeatures, Recurrent, information_gain, random_scores
@@ -302,4 +303,5 @@ class PHAM(AttentionModel):
             maps=run.maps.view(b, self.steps, gh, gw), views=views,
             labels=batch[1] if isinstance(batch, (list, tuple)) else None,
             map_title="EIG" if self.eval_policy == "eig" else "random policy pmf",
+            map_extent=cell_extent(self.centers[:gw, 0], self.centers[::gw, 1]),  # map cells sit on glimpse centres
         )

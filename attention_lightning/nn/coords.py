@@ -28,3 +28,13 @@ def box_from_center(center: Tensor, half: Tensor) -> Tensor:
     if half.dim() == center.dim() - 1:
         half = half.unsqueeze(-1).expand_as(center)
     return torch.cat([center - half, center + half], dim=-1)  # (..., 4)
+
+
+def cell_extent(xs: Tensor, ys: Tensor) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1): outer edges of a regular grid of cells centred at ``xs`` (w,) and ``ys`` (h,) in [-1, 1]."""
+    def edges(c: Tensor) -> tuple[float, float]:
+        half = float(c[1] - c[0]) / 2 if len(c) > 1 else 1.0  # a single cell spans the whole axis
+        return float(c[0]) - half, float(c[-1]) + half
+
+    (x0, x1), (y0, y1) = edges(xs), edges(ys)
+    return x0, y0, x1, y1
