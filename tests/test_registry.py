@@ -1,9 +1,7 @@
 """Every registered model and datamodule, through the same checks: the registry is the list."""
 import pytest
-import torch
 
 from attention_lightning import registry
-from attention_lightning.attention import Attention
 from attention_lightning.models.base import AttentionModel
 
 MODEL_NAMES = [e.name for e in registry.models()]

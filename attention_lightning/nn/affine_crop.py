@@ -6,7 +6,6 @@ pixel centres onto the input square [tx - s, tx + s] x [ty - s, ty + s]; outside
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
