@@ -206,12 +206,12 @@ class SceneGenerator:
         self.combos = np.array([(c, s) for c in range(num_colours) for s in range(num_shapes)])  # (K, 2) colour, shape
         self.palette = np.array([(0.0, 0.0, 0.0), CLUTTER_RGB, *COLOURS.values()], dtype=np.float32)  # (2 + colours, 3)
         # where each choice reads its item's stream; the place draws come last (relate may redraw them)
-        k, m, g = len(self.combos), max_objects, grid * grid
-        sizes = {"head": 8, "combo": k, "size": m, "offset": 2 * m, "clutter": 2 * clutter, "place": g}
+        k, m, cells = len(self.combos), max_objects, grid * grid
+        sizes = {"head": 8, "combo": k, "size": m, "offset": 2 * m, "clutter": 2 * clutter, "place": cells}
         self.pos, start = {}, 0
         for name, n in sizes.items():
             self.pos[name], start = start, start + n
-        self.redraw_stride = g  # redraw r of the places reads pos["place"] + r * g
+        self.redraw_stride = cells  # redraw r of the places reads pos["place"] + r * cells
         self.noise_pos = 1 << 40  # far past anything the scene draws
 
     # --- scenes and questions ----------------------------------------------------------------
