@@ -36,8 +36,8 @@ from common import measure_training
 from attention_lightning import experiment
 
 ROOT = Path(__file__).resolve().parents[1]
-# preset keys that are not about the model's size or the data: each run here sets its own
 PHASES = (1, 2, 3)
+# preset keys about the run or the data, not the model's size: each run here sets its own
 RUN_KEYS = {"phase", "init_from", "max_epochs", "train_size", "val_size", "test_size"}
 DATA_KEYS = {"data", "data_dir", "variant", "channels", "canvas_size", "digits", "download", "val_fraction"}
 

@@ -168,8 +168,9 @@ class Scenes:
     @classmethod
     def stack(cls, scenes: Sequence[Scene]) -> "Scenes":
         """Scenes built by hand (e.g. in tests) as one batch."""
-        b, m = len(scenes), max(len(s.colour) for s in scenes)
-        k = max(len(s.clutter) for s in scenes)
+        b, m, k = len(scenes), max(len(s.colour) for s in scenes), len(scenes[0].clutter)
+        if any(len(s.clutter) != k for s in scenes):
+            raise ValueError("stacked scenes must have the same number of clutter squares")
 
         def pad(name: str, tail: Tuple[int, ...] = (), rows: int = m, dtype=np.int64) -> np.ndarray:
             out = np.zeros((b, rows, *tail), dtype=dtype)
@@ -179,8 +180,6 @@ class Scenes:
             return out
 
         clutter = pad("clutter", (3,), k, np.float64)
-        if any(len(s.clutter) < k for s in scenes):
-            raise ValueError("stacked scenes must have the same number of clutter squares")
         return cls(pad("colour"), pad("shape"), pad("size"), pad("place"), pad("centre", (2,), dtype=np.float64),
                    pad("radius", dtype=np.float64), np.array([len(s.colour) for s in scenes]), clutter,
                    [s.question for s in scenes], [s.answer for s in scenes], [s.qtype for s in scenes])

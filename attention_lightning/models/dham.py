@@ -18,7 +18,7 @@ from torch import Tensor
 from ..attention import Attention
 from ..nn.affine_crop import affine_crop
 from ..nn.coords import box_from_center, cell_extent, pixel_centers
-from ..nn.spatial_softmax import PmfMoments, spatial_softmax_moments
+from ..nn.spatial_softmax import PmfMoments, pmf_moments, spatial_softmax
 from ..registry import register_model
 from .base import AttentionModel
 
@@ -55,6 +55,12 @@ class AttentionHead(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images).squeeze(1)  # (B, H - 2*offset, W - 2*offset)
+
+    def cell_centers(self, map_size: Tuple[int, int], image_size: Tuple[int, int], device=None) -> Tuple[Tensor, Tensor]:
+        """Normalized x (w',) and y (h',) centres of the map's cells in an image of ``image_size`` (H, W)."""
+        (mh, mw), (h, w) = map_size, image_size
+        return (pixel_centers(mw, self.offset, w, self.stride, device=device),
+                pixel_centers(mh, self.offset, h, self.stride, device=device))
 
 
 class SmallCNN(nn.Module):
@@ -114,7 +120,8 @@ class DHAM(AttentionModel):
                 f"use --head_padding=same or a smaller --head_kernel"
             )
         logits = self.head(images)  # (B, h', w')
-        moments = spatial_softmax_moments(logits, self.hparams.scale_norm, self.head.offset, (h, w), self.head.stride)
+        xs, ys = self.head.cell_centers(logits.shape[-2:], (h, w), logits.device)
+        moments = pmf_moments(spatial_softmax(logits), xs, ys, self.hparams.scale_norm)
         half = self.log_scale_factor.exp() * moments.spread  # (B,)
         return moments, half
 
@@ -143,9 +150,7 @@ class DHAM(AttentionModel):
         view, moments, half = self.crop(images)
         probs = self.classifier(view).softmax(-1)
         box = box_from_center(moments.center, half)  # (B, 4)
-        (h, w), (mh, mw) = images.shape[-2:], moments.pmf.shape[-2:]
-        head = self.head
-        extent = cell_extent(pixel_centers(mw, head.offset, w, head.stride), pixel_centers(mh, head.offset, h, head.stride))
+        extent = cell_extent(*self.head.cell_centers(moments.pmf.shape[-2:], images.shape[-2:]))
         return Attention(
             images=images, probs=probs[:, None], boxes=box[:, None, None], maps=moments.pmf[:, None],
             views=view[:, None], labels=batch[1] if isinstance(batch, (list, tuple)) else None, map_title="pmf",
