@@ -116,12 +116,8 @@ def build_datamodule(p: Plan) -> pl.LightningDataModule:
 
 def build_model(p: Plan, dm: pl.LightningDataModule) -> pl.LightningModule:
     """The model, given what the datamodule says about its data (explicit flags win)."""
-    cls = registry.get_model(p.model_name).cls
-    accepted = parameters(cls)
-    from_data = {k: v for k, v in getattr(dm, "model_kwargs", dict)().items() if k in accepted}
-    kwargs = {**from_data, **p.model_kwargs}
     try:
-        return cls(**kwargs)
+        return registry.build_model(p.model_name, registry.data_facts(dm).model_facts(), p.model_kwargs)
     except (ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
 
@@ -252,9 +248,8 @@ def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = No
     ``save_last`` writes ``last.ckpt`` even when the Trainer wrote none (``fast_dev_run``).
     """
     p = plan(flags)
-    stages = getattr(registry.get_model(p.model_name).cls, "stages", None)
-    stage_list = stages(dict(p.model_kwargs)) if callable(stages) else []
-    if stage_list:
+    stage_list = registry.get_model(p.model_name).cls.stages(dict(p.model_kwargs))
+    if len(stage_list) > 1:
         return fit_stages(flags, p, stage_list, extra_callbacks)
     pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
     root = p.trainer_kwargs.pop("default_root_dir", DEFAULTS["default_root_dir"])

@@ -14,7 +14,9 @@ import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Type, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Type, TypeVar
+
+from .facts import DataFacts
 
 T = TypeVar("T")
 
@@ -98,3 +100,21 @@ def datamodules() -> List[Entry]:
     """All registered datamodules, sorted by name."""
     _load_all()
     return [_DATAMODULES[k] for k in sorted(_DATAMODULES)]
+
+
+def data_facts(dm: Any) -> DataFacts:
+    """What a built datamodule says about its data: ``dm.facts()``, or for a datamodule still on the older
+    ``model_kwargs()`` the same facts read from it (with its ``class_names`` and ``digit_source`` if set)."""
+    if hasattr(dm, "facts"):
+        return dm.facts()
+    provenance = {"digits": dm.digit_source} if getattr(dm, "digit_source", None) is not None else {}
+    names = getattr(dm, "class_names", None)
+    return DataFacts(**dm.model_kwargs(), class_names=tuple(names) if names is not None else None,
+                     provenance=provenance)
+
+
+def build_model(name: str, facts: Mapping[str, Any], kwargs: Mapping[str, Any]) -> Any:
+    """The model registered as ``name``, built from data facts and flags (see ``models.base.build_model``)."""
+    from .models.base import build_model as build
+
+    return build(get_model(name).cls, facts, kwargs)

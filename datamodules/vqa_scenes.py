@@ -21,9 +21,9 @@ question's text against a scene independently of the generator; the tests check 
 Item i of val/test is drawn from the counter-based stream of (data_seed, split, i)
 (``counter_rng.py``): identical across runs, workers and ranks. A train item also mixes in one draw from
 torch's RNG, so train scenes change every epoch yet repeat under the same ``--seed``. A batch of scenes
-is sampled and rendered at once (``SceneGenerator.sample``, ``render_batch``). Batches are dicts: ``image`` (B, 3, H, W) float32 in [0, 1],
-``question`` (B, L) token ids padded with 0, ``length`` (B,), ``answer`` (B,), ``qtype`` (B,) and
-``text`` (the questions as strings).
+is sampled and rendered at once (``SceneGenerator.sample``, ``render_batch``). Items are dicts; batches are
+``attention_lightning.batches.VQABatch``: ``image`` (B, 3, H, W) float32 in [0, 1], ``question`` (B, L) token
+ids padded with 0, ``length`` (B,), ``answer`` (B,), ``qtype`` (B,) and ``text`` (the questions as strings).
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from attention_lightning.batches import VQABatch
 from attention_lightning.registry import register_datamodule
 
 from .base import BaseDataModule
@@ -396,20 +397,20 @@ class VQAScenes(Dataset):
         return self.__getitems__([index])[0]
 
 
-def collate(items: List[dict]) -> Dict[str, object]:
+def collate(items: List[dict]) -> VQABatch:
     """Stack images, pad questions with 0 to the longest in the batch."""
     lengths = torch.tensor([len(it["question"]) for it in items], dtype=torch.long)  # (B,)
     question = torch.zeros(len(items), int(lengths.max()), dtype=torch.long)  # (B, L)
     for i, it in enumerate(items):
         question[i, : len(it["question"])] = it["question"]
-    return {
-        "image": torch.stack([it["image"] for it in items]),  # (B, 3, S, S)
-        "question": question,
-        "length": lengths,
-        "answer": torch.tensor([it["answer"] for it in items], dtype=torch.long),
-        "qtype": torch.tensor([it["qtype"] for it in items], dtype=torch.long),
-        "text": [it["text"] for it in items],
-    }
+    return VQABatch(
+        image=torch.stack([it["image"] for it in items]),  # (B, 3, S, S)
+        question=question,
+        length=lengths,
+        answer=torch.tensor([it["answer"] for it in items], dtype=torch.long),
+        qtype=torch.tensor([it["qtype"] for it in items], dtype=torch.long),
+        text=[it["text"] for it in items],
+    )
 
 
 @register_datamodule("vqa_scenes", "Synthetic VQA scenes made on the fly: shapes on a canvas, questions about where things are")

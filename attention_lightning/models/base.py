@@ -1,14 +1,28 @@
-"""The thin Lightning layer every paper's model shares: metrics per stage, loss-term logging, the
-non-finite-loss guard, the optimizer, and the attention interface the dashboards call.
+"""The thin Lightning layer every paper's model shares, and the contract a model declares.
 
 A model implements ``loss_terms`` (named losses and final logits for a batch) and ``attention``; it
-overrides ``validation_step``/``test_step`` only to log extra curves (calling ``super()``).
+overrides ``validation_step``/``test_step`` only to log extra curves (calling ``super()``). What the rest
+of the code may rely on is declared here, with defaults:
+
+- ``targets(batch)`` / ``inputs(batch)``: the labels (B,) and the model's input of a batch (``(images, labels)``
+  by default; a model with another batch type overrides both).
+- ``stages(model_kwargs)``: the runs one ``fit`` makes, as ``(label, model flag updates)`` pairs; one stage
+  by default, several for models trained in phases (PHAM).
+- ``ignores_facts``: facts of the data (``attention_lightning.facts.MODEL_FACTS``) the model does not take;
+  ``build_model`` refuses any other fact the constructor lacks.
+- Hyperparameters: every constructor argument is saved by ``AttentionModel.__init__`` and read as
+  ``self.hparams.<name>``; attributes hold only values derived from them (a resolved grid, a parsed phase).
+- Choices are ``Literal[...]`` annotations, checked here for direct construction and by the flag router
+  for the CLI.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from typing import Any, Dict, Tuple
+import re
+import typing
+from typing import Any, Dict, Iterator, List, Mapping, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -16,6 +30,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..attention import Attention
+from ..flags import conforms, parameters
 
 
 class ConfigError(ValueError):
@@ -26,16 +41,39 @@ class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the message names the step and the term."""
 
 
+def choices(annotation: Any) -> Tuple[Any, ...]:
+    """The values a ``Literal[...]`` annotation allows (also inside ``X | None``); () for other annotations."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    return tuple(v for a in typing.get_args(annotation) for v in choices(a))
+
+
+@contextlib.contextmanager
+def as_flags(**flags: str) -> Iterator[None]:
+    """Re-raise a ValueError of an ``nn/`` block with its argument names written as this model's flags.
+
+    ``as_flags(size="glimpse_size")`` turns "use size <= 32" into "use --glimpse_size <= 32"; a name is
+    rewritten where it is followed by ``=``, ``<=``, ``>=``, ``<`` or ``>``.
+    """
+    try:
+        yield
+    except ValueError as e:
+        message = str(e)
+        for arg, flag in flags.items():
+            message = re.sub(rf"(?<![\w.-]){re.escape(arg)}(?=\s*[<>=])", f"--{flag}", message)
+        raise ValueError(message) from None
+
+
 class AttentionModel(pl.LightningModule):
     """Base of every registered model. Batches are ``(images, labels)`` unless ``targets`` is overridden."""
 
     registry_name: str = "?"
+    ignores_facts: Tuple[str, ...] = ()  # data facts the constructor does not take, on purpose
 
     def __init__(self, num_classes: int, lr: float, weight_decay: float) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.lr = lr
-        self.weight_decay = weight_decay
+        self.save_hyperparameters()  # every argument of the subclass's constructor, as self.hparams.<name>
+        self.check_choices()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -54,7 +92,14 @@ class AttentionModel(pl.LightningModule):
         return batch[1]
 
     def inputs(self, batch: Any) -> Any:
+        """What ``forward`` takes from ``batch``: the images (B, C, H, W) by default."""
         return batch[0]
+
+    @classmethod
+    def stages(cls, model_kwargs: Mapping[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+        """The runs one ``fit`` makes, as ``(label, model flag updates)`` pairs; a model trained in phases
+        returns one per phase (each run starts from the previous one's checkpoint). One stage by default."""
+        return [("fit", {})]
 
     # --- shared wiring -----------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -99,10 +144,33 @@ class AttentionModel(pl.LightningModule):
         return self._step(batch, "test")
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def check_choices(self) -> None:
+        """Every argument annotated ``Literal[...]`` holds one of its values (the router checks flags the same way)."""
+        for name, param in parameters(type(self)).items():
+            allowed = choices(param.annotation)
+            if allowed and name in self.hparams and not conforms(self.hparams[name], param.annotation):
+                raise ValueError(f"--{name}={self.hparams[name]!r} is not supported; use one of "
+                                 f"{', '.join(map(str, allowed))}")
 
     @staticmethod
     def check_positive(**values: float) -> None:
         for name, v in values.items():
             if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
                 raise ValueError(f"--{name}={v!r} must be a positive number")
+
+
+def build_model(cls: type, facts: Mapping[str, Any], kwargs: Mapping[str, Any]) -> AttentionModel:
+    """``cls`` built from the data's ``facts`` (``DataFacts.model_facts()``) and ``kwargs`` (flags; a flag wins
+    over a fact). A fact the constructor does not take is an error unless ``cls.ignores_facts`` names it."""
+    accepted = parameters(cls)
+    ignored = getattr(cls, "ignores_facts", ())
+    refused = [k for k in facts if k not in accepted and k not in ignored]
+    if refused:
+        given = ", ".join(f"{k}={facts[k]!r}" for k in refused)
+        raise ValueError(f"model {getattr(cls, 'registry_name', cls.__name__)!r} cannot use the data's {given}: "
+                         f"its constructor takes no {' / '.join(refused)}; use data this model understands "
+                         f"(or list the fact in {cls.__name__}.ignores_facts if the model does not need it)")
+    taken = {k: v for k, v in facts.items() if k in accepted and k not in ignored}
+    return cls(**{**taken, **kwargs})

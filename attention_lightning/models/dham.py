@@ -8,7 +8,7 @@ through the sampler (d crop / d (tx, ty, s)) and the moments. Works on any input
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Literal, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,6 +23,9 @@ from ..registry import register_model
 from .base import AttentionModel
 
 
+Padding = Literal["same", "valid"]
+
+
 class AttentionHead(nn.Module):
     """Conv layers without pooling ending in one logit map; ``padding='same'|'valid'``.
 
@@ -30,16 +33,15 @@ class AttentionHead(nn.Module):
     then sits on input pixel ``i * stride + offset``, which the moments use, so the crop stays aligned.
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int], kernel_size: int, padding: str, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, channels: Sequence[int], kernel_size: int, padding: Padding,
+                 stride: int = 1) -> None:
         super().__init__()
-        if padding not in ("same", "valid"):
-            raise ValueError(f"head padding {padding!r} is not supported; use --head_padding=same or valid")
         if kernel_size % 2 == 0:
             raise ValueError(f"--head_kernel={kernel_size} must be odd so each map cell has a centre pixel")
         if stride < 1:
             raise ValueError(f"--head_stride={stride} must be at least 1")
         r = kernel_size // 2
-        pad = r if padding == "same" else 0
+        pad = {"same": r, "valid": 0}[padding]
         layers, c, widths = [], in_channels, list(channels) + [1]
         for i, out in enumerate(widths):
             layers.append(nn.Conv2d(c, out, kernel_size, stride=stride if i == 0 else 1, padding=pad))
@@ -81,16 +83,37 @@ class SmallCNN(nn.Module):
 
 @register_model("dham", "Differentiable hard attention: conv head -> spatial softmax -> shift/scale crop -> CNN")
 class DHAM(AttentionModel):
+    """Differentiable hard attention: a conv head's spatial softmax places a shift/scale crop that a CNN classifies.
+
+    Arguments:
+        num_classes: number of classes (from the data).
+        in_channels: image channels (from the data).
+        head_channels: widths of the head's hidden conv layers (the head ends in one map).
+        head_kernel: odd kernel size of the head's convs, in pixels.
+        head_padding: ``same`` keeps the map's size, ``valid`` trims ``head_kernel // 2`` per conv and side.
+        head_stride: stride of the head's first conv (a coarser, cheaper map on large images).
+        crop_size: side of the crop the classifier sees, in pixels.
+        scale_norm: distance the crop's size is read from: ``l1`` or ``l2`` spread of the pmf around its mean.
+        scale_factor: crop half size = scale_factor x spread, in [-1, 1] image units (its initial value if learned).
+        learn_scale_factor: train the scale factor (as a log) with the rest of the model.
+        classifier_channels: widths of the classifier's conv-pool blocks.
+        classifier_hidden: width of the classifier's hidden linear layer.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+    """
+
+    ignores_facts = ("image_size",)  # the head and the crop work on any image size
+
     def __init__(
         self,
         num_classes: int = 10,
         in_channels: int = 1,
         head_channels: Sequence[int] = (16,),
         head_kernel: int = 5,
-        head_padding: str = "same",
+        head_padding: Padding = "same",
         head_stride: int = 2,
         crop_size: int = 28,
-        scale_norm: str = "l2",
+        scale_norm: Literal["l1", "l2"] = "l2",
         scale_factor: float = 2.0,
         learn_scale_factor: bool = True,
         classifier_channels: Sequence[int] = (32, 64),
@@ -99,9 +122,6 @@ class DHAM(AttentionModel):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(num_classes, lr, weight_decay)
-        self.save_hyperparameters()
-        if scale_norm not in ("l1", "l2"):
-            raise ValueError(f"--scale_norm={scale_norm!r} is not supported; use l1 or l2")
         self.check_positive(crop_size=crop_size, scale_factor=scale_factor, lr=lr)
         self.head = AttentionHead(in_channels, head_channels, head_kernel, head_padding, head_stride)
         log_factor = torch.tensor(float(scale_factor)).log()
@@ -134,7 +154,7 @@ class DHAM(AttentionModel):
         return self.classifier(self.crop(images)[0])  # (B, K)
 
     def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
-        images, labels = batch
+        images, labels = self.inputs(batch), self.targets(batch)
         view, moments, half = self.crop(images)
         logits = self.classifier(view)
         if stage != "test":
@@ -153,6 +173,6 @@ class DHAM(AttentionModel):
         extent = cell_extent(*self.head.cell_centers(moments.pmf.shape[-2:], images.shape[-2:]))
         return Attention(
             images=images, probs=probs[:, None], boxes=box[:, None, None], maps=moments.pmf[:, None],
-            views=view[:, None], labels=batch[1] if isinstance(batch, (list, tuple)) else None, map_title="pmf",
+            views=view[:, None], labels=self.targets(batch), map_title="pmf",
             map_extent=extent,
         )

@@ -42,7 +42,7 @@ soft/none), logged as ``{stage}/attended_mean`` and ``{stage}/attended_std`` ove
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -52,10 +52,11 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torchmetrics import MeanMetric
 
 from ..attention import Attention
+from ..batches import VQABatch
 from ..nn.coords import pixel_centers
-from ..nn.selection import SELECTIONS, Selection, pack_cells, presence, resolve_k, select
+from ..nn.selection import Mode, Selection, pack_cells, presence, resolve_k, select
 from ..registry import register_model
-from .base import AttentionModel
+from .base import AttentionModel, as_flags
 
 
 def conv_out(size: int, stride: int, kernel: int = 3) -> int:
@@ -104,12 +105,10 @@ class ImageEncoder(nn.Module):
 class QuestionEncoder(nn.Module):
     """Word embeddings and an LSTM/GRU; the last hidden state of each question's true length (B, C)."""
 
-    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, rnn: str) -> None:
+    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, rnn: Literal["lstm", "gru"]) -> None:
         super().__init__()
-        if rnn not in ("lstm", "gru"):
-            raise ValueError(f"--rnn={rnn!r} is not supported; use lstm or gru")
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.rnn = (nn.LSTM if rnn == "lstm" else nn.GRU)(embed_dim, hidden, batch_first=True)
+        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[rnn](embed_dim, hidden, batch_first=True)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         x = self.embed(tokens)  # (B, L, E)
@@ -142,13 +141,35 @@ class SetHead(nn.Module):
 
 @register_model("han", "HAN/AdaHAN: question-fused CNN grid, keep top-k or adaptive cells by L2 presence, set head")
 class HAN(AttentionModel):
+    """Hard attention for VQA: a question-fused CNN grid, the cells of largest L2 presence, a set head.
+
+    Arguments:
+        num_classes: number of answers (from the data).
+        vocab_size: question vocabulary size, padding included (from the data).
+        in_channels: image channels (from the data).
+        image_size: (H, W) of the images in pixels (from the data).
+        selection: ``topk`` (HAN), ``adaptive`` (AdaHAN), ``soft`` (softmax weights) or ``none`` (every cell).
+        k: cells kept by ``topk``: a count (int) or a fraction of the grid's cells (float in (0, 1]).
+        threshold: softmax-of-presence value a cell must exceed for ``adaptive``, in [0, 1) (default 1/cells).
+        encoder_channels: widths of the image encoder's conv layers.
+        encoder_strides: stride of each image encoder layer.
+        encoder_kernels: kernel of each image encoder layer (default 3); kernel = stride cuts patches.
+        embed_dim: width of the word embeddings.
+        fusion_dim: width of the fused cell features and of the question vector.
+        head_hidden: width of the answer head's layers.
+        rnn: question encoder, ``lstm`` or ``gru``.
+        fusion: ``sum`` (question added to each cell, the paper's) or ``film`` (also question-dependent gains).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+    """
+
     def __init__(
         self,
         num_classes: int = 18,
         vocab_size: int = 64,
         in_channels: int = 3,
         image_size: Sequence[int] = (48, 48),
-        selection: str = "topk",
+        selection: Mode = "topk",
         k: Union[int, float] = 0.25,
         threshold: Optional[float] = None,
         encoder_channels: Sequence[int] = (32, 64, 64),
@@ -157,26 +178,21 @@ class HAN(AttentionModel):
         embed_dim: int = 32,
         fusion_dim: int = 128,
         head_hidden: int = 128,
-        rnn: str = "lstm",
-        fusion: str = "sum",
+        rnn: Literal["lstm", "gru"] = "lstm",
+        fusion: Literal["sum", "film"] = "sum",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(num_classes, lr, weight_decay)
-        self.save_hyperparameters()
-        if selection not in SELECTIONS:
-            raise ValueError(f"--selection={selection!r} is not supported; use one of {', '.join(SELECTIONS)}")
         self.check_positive(lr=lr, embed_dim=embed_dim, fusion_dim=fusion_dim, head_hidden=head_hidden)
         self.image_encoder = ImageEncoder(in_channels, encoder_channels, encoder_strides, encoder_kernels)
         self.grid_hw = self.image_encoder.grid_size(int(image_size[0]), int(image_size[-1]))
         self.num_cells = self.grid_hw[0] * self.grid_hw[1]
-        self.k = resolve_k(k, self.num_cells) if selection == "topk" else None
-        self.threshold = threshold
+        with as_flags(k="k"):
+            self.k = resolve_k(k, self.num_cells) if selection == "topk" else None
         if threshold is not None and not 0.0 <= threshold < 1.0:
             raise ValueError(f"--threshold={threshold} must be in [0, 1) (a softmax value; default 1/{self.num_cells})")
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, fusion_dim, rnn)
-        if fusion not in ("sum", "film"):
-            raise ValueError(f"--fusion={fusion!r} is not supported; use sum (the paper's) or film")
         self.project = nn.Conv2d(self.image_encoder.out_channels, fusion_dim, 1)
         # a learned embedding per cell, added to the image features, so presence can depend on where a cell is
         self.position = nn.Parameter(0.1 * torch.randn(fusion_dim, *self.grid_hw))
@@ -186,12 +202,12 @@ class HAN(AttentionModel):
         # fraction of cells attended: running mean of f and f^2 per stage, for the epoch's mean and spread
         self.attended = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test") for m in ("mean", "sq")})
 
-    # --- batches are dicts (datamodules.vqa_scenes) ------------------------------------------------
-    def targets(self, batch: Any) -> Tensor:
-        return batch["answer"]
+    # --- batches are VQABatch (datamodules.vqa_scenes) ---------------------------------------------
+    def targets(self, batch: VQABatch) -> Tensor:
+        return batch.answer
 
-    def inputs(self, batch: Any) -> Tuple[Tensor, Tensor, Tensor]:
-        return batch["image"], batch["question"], batch["length"]
+    def inputs(self, batch: VQABatch) -> Tuple[Tensor, Tensor, Tensor]:
+        return batch.image, batch.question, batch.length
 
     # --- the model ---------------------------------------------------------------------------
     def encode(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
@@ -215,7 +231,7 @@ class HAN(AttentionModel):
 
     def choose(self, cells: Tensor) -> Selection:
         """The selection (mask and weights over the N cells) from the fused cells' presence."""
-        return select(presence(cells), self.hparams.selection, self.k, self.threshold)
+        return select(presence(cells), self.hparams.selection, self.k, self.hparams.threshold)
 
     def answer(self, cells: Tensor, q: Tensor, sel: Selection) -> Tensor:
         """Logits (B, K) from the selected cells only (hard modes) or all cells weighted (soft/none)."""
@@ -267,6 +283,6 @@ class HAN(AttentionModel):
         soft = self.hparams.selection == "soft"
         maps = (sel.weights if soft else sel.mask.float()).reshape(-1, 1, h, w)  # (B, 1, H', W')
         return Attention(
-            images=images, probs=probs[:, None], maps=maps, labels=batch.get("answer"),
-            captions=list(batch.get("text", [])), map_title="soft weights" if soft else "selected cells",
+            images=images, probs=probs[:, None], maps=maps, labels=self.targets(batch),
+            captions=list(batch.text), map_title="soft weights" if soft else "selected cells",
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -35,9 +35,10 @@ from ..nn.grid_glimpse import all_glimpses, glimpses_at, grid_for
 from ..nn.partial_vae import PartialVAE
 from ..nn.pham_blocks import Classifier, GlimpseFeatures, Recurrent, information_gain, random_scores
 from ..registry import register_model
-from .base import AttentionModel, ConfigError
+from .base import AttentionModel, ConfigError, as_flags
 
 PHASES = (1, 2, 3)
+Phase = Literal[1, 2, 3, "all"]
 
 
 @dataclass
@@ -50,17 +51,41 @@ class Rollout:
     kl: Optional[Tensor] = None    # (B,) log q(z|h) - log p(z) summed over steps
 
 
-def _phase(phase: Union[int, str]) -> Union[int, str]:
-    text = str(phase).strip().lower()
-    if text == "all":
-        return "all"
-    if text in {"1", "2", "3"}:
-        return int(text)
-    raise ValueError(f"--phase={phase!r} is not a training phase; use 1, 2, 3 or all")
+def _phase(phase: Phase) -> Union[int, str]:
+    """The phase as an int, or "all" (a flag may spell the number as a string)."""
+    return "all" if str(phase) == "all" else int(phase)
 
 
 @register_model("pham", "Probabilistic hard attention: grid glimpses, Partial VAE (flow), EIG lookahead policy")
 class PHAM(AttentionModel):
+    """Probabilistic hard attention: glimpses on a grid, chosen by expected information gain under a Partial VAE.
+
+    Arguments:
+        num_classes: number of classes (from the data).
+        in_channels: image channels (from the data).
+        image_size: (H, W) of the images in pixels (from the data; an int means a square).
+        glimpse_size: side of a grid glimpse in pixels (default: the image side // 4).
+        glimpse_stride: stride of the glimpse grid in pixels (default: glimpse_size // 2).
+        steps: glimpses per episode (T); at most the number of grid cells.
+        eig_samples: z samples averaged by the EIG lookahead in validation and test.
+        eig_samples_train: z samples of the EIG lookahead in training (phase 3).
+        feature_size: width of a glimpse's features (F's output).
+        hidden_size: width of the recurrent state h_t.
+        latent_size: width of the Partial VAE's latent z.
+        glimpse_channels: widths of F's 3x3 convs (the last repeats when more convs are needed).
+        flow_transforms: spline-flow layers of the latent prior.
+        flow_bins: bins of each rational-quadratic spline.
+        flow_hidden: hidden widths of each flow layer's conditioner.
+        decoder_channels: width of the feature decoder (default: feature_size).
+        decoder_layers: conv layers of the feature decoder.
+        classifier_dropout: dropout before C's linear layer, in [0, 1).
+        phase: training phase: 1 (F, R, C), 2 (the Partial VAE), 3 (all, EIG glimpses), or ``all`` (1, 2, 3 in turn).
+        init_from: checkpoint of the previous phase that phases 2 and 3 start from.
+        ccebal: weight of the cross-entropy beside the ELBO in phase 3.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+    """
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -81,14 +106,13 @@ class PHAM(AttentionModel):
         decoder_channels: Optional[int] = None,
         decoder_layers: int = 4,
         classifier_dropout: float = 0.5,
-        phase: Union[int, str] = 1,
+        phase: Phase = 1,
         init_from: Optional[str] = None,
         ccebal: float = 16.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(num_classes, lr, weight_decay)
-        self.save_hyperparameters()
         self.phase = _phase(phase)
         if self.phase == "all":
             raise ValueError("--phase=all runs phases 1, 2, 3 through `cli.py fit` / experiment.fit; "
@@ -100,16 +124,17 @@ class PHAM(AttentionModel):
                             feature_size=feature_size, hidden_size=hidden_size, latent_size=latent_size)
         if ccebal < 0:
             raise ValueError(f"--ccebal={ccebal} must be 0 or more")
-        self.grid = grid_for(image_size, glimpse_size, glimpse_stride)
+        with as_flags(glimpse_size="glimpse_size", glimpse_stride="glimpse_stride"):
+            self.grid = grid_for(image_size, glimpse_size, glimpse_stride)
         if steps > self.grid.cells:
             raise ValueError(f"--steps={steps} exceeds the {self.grid.cells} cells of the {self.grid.shape[0]}x"
                              f"{self.grid.shape[1]} grid (a cell is never attended twice); use --steps <= {self.grid.cells}")
-        self.steps, self.eig_samples, self.eig_samples_train = steps, eig_samples, eig_samples_train
-        self.ccebal, self.init_from, self._init_loaded = float(ccebal), init_from, False
+        self._init_loaded = False
 
-        self.features = GlimpseFeatures(in_channels, self.grid.size, glimpse_channels, feature_size)   # F
-        self.rnn = Recurrent(feature_size, hidden_size)                                                # R
-        self.classifier = Classifier(hidden_size, num_classes, classifier_dropout)                     # C
+        with as_flags(channels="glimpse_channels", dropout="classifier_dropout"):
+            self.features = GlimpseFeatures(in_channels, self.grid.size, glimpse_channels, feature_size)  # F
+            self.rnn = Recurrent(feature_size, hidden_size)                                               # R
+            self.classifier = Classifier(hidden_size, num_classes, classifier_dropout)                    # C
         self.vae = PartialVAE(hidden_size, latent_size, feature_size, self.grid.shape, flow_transforms,  # S, D
                               flow_bins, flow_hidden, decoder_channels or feature_size, decoder_layers)
         self.register_buffer("centers", self.grid.centers(), persistent=False)  # (N, 2)
@@ -130,7 +155,7 @@ class PHAM(AttentionModel):
     def stages(cls, model_kwargs: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
         """``--phase=all``: the runs experiment.fit makes in sequence, each started from the previous best."""
         if _phase(model_kwargs.get("phase", 1)) != "all":
-            return []
+            return super().stages(model_kwargs)
         return [(f"phase{k}", {"phase": k}) for k in PHASES]
 
     def recognition(self) -> Tuple[nn.Module, ...]:
@@ -145,8 +170,8 @@ class PHAM(AttentionModel):
         return self
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.init_from and not self._init_loaded:
-            self.load_previous_phase(self.init_from)
+        if stage == "fit" and self.hparams.init_from and not self._init_loaded:
+            self.load_previous_phase(self.hparams.init_from)
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self._init_loaded = True  # weights come from this model's own checkpoint, not from --init_from
@@ -202,7 +227,7 @@ class PHAM(AttentionModel):
         inline = policy == "eig" and elbo
         nll = kl = images.new_zeros(b, dtype=torch.float32) if inline else None
         synth = None
-        for t in range(self.steps):
+        for t in range(self.hparams.steps):
             if policy == "eig" and t > 0:
                 with torch.no_grad():
                     score = self.lookahead(h.detach(), logits[-1].detach(), synth.detach(), visited)  # (B, N)
@@ -217,7 +242,7 @@ class PHAM(AttentionModel):
             what = self.features.what(glimpses_at(images, cell, self.grid))  # (B, F)
             h = self.rnn(self.features.combine(what, self.centers[cell]), h)  # (B, H)
             logits.append(self.classifier(h))                           # (B, K)
-            plan_next = policy == "eig" and t < self.steps - 1
+            plan_next = policy == "eig" and t < self.hparams.steps - 1
             if not (elbo or plan_next):
                 continue
             eps = self.vae.encoder.noise(h, samples if plan_next else 1)  # (B, S, Z)
@@ -240,7 +265,7 @@ class PHAM(AttentionModel):
 
     def forward(self, images: Tensor) -> Tensor:
         """Final-step logits (B, K) with the EIG policy (phases 2, 3) or random glimpses (phase 1)."""
-        return self.rollout(images, self.eval_policy, self.eig_samples).logits[:, -1]
+        return self.rollout(images, self.eval_policy, self.hparams.eig_samples).logits[:, -1]
 
     @property
     def eval_policy(self) -> str:
@@ -249,26 +274,26 @@ class PHAM(AttentionModel):
     # --- losses and metrics ------------------------------------------------------------------
     def _terms(self, run: Rollout, labels: Tensor, stage: str) -> Dict[str, Tensor]:
         k = run.logits.shape[-1]
-        ce = F.cross_entropy(run.logits.reshape(-1, k).float(), labels.repeat_interleave(self.steps))  # mean over B, T
+        ce = F.cross_entropy(run.logits.reshape(-1, k).float(), labels.repeat_interleave(self.hparams.steps))  # mean over B, T
         if self.phase == 1:
             return {"ce": ce}
         self.log(f"{stage}/ce", ce.detach(), on_step=stage == "train", on_epoch=True, sync_dist=stage != "train")
-        scale = self.steps * self.vae.latent  # per step and per latent dimension, as in the paper's code
+        scale = self.hparams.steps * self.vae.latent  # per step and per latent dimension, as in the paper's code
         terms = {"nll": run.nll.mean() / scale, "kl": run.kl.mean() / scale}
         if self.phase == 3:
-            terms["ccebal_ce"] = self.ccebal * ce
+            terms["ccebal_ce"] = self.hparams.ccebal * ce
         return terms
 
     def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
-        images, labels = batch
-        samples = self.eig_samples_train if stage == "train" else self.eig_samples
+        images, labels = self.inputs(batch), self.targets(batch)
+        samples = self.hparams.eig_samples_train if stage == "train" else self.hparams.eig_samples
         policy = "eig" if self.phase == 3 else "random"
         run = self.rollout(images, policy, samples, elbo=self.phase != 1)
         return self._terms(run, labels, stage), run.logits[:, -1]
 
     def _eval_step(self, batch: Any, stage: str) -> Dict[str, Tensor]:
-        images, labels = batch
-        runs = {self.eval_policy: self.rollout(images, self.eval_policy, self.eig_samples, elbo=self.phase != 1)}
+        images, labels = self.inputs(batch), self.targets(batch)
+        runs = {self.eval_policy: self.rollout(images, self.eval_policy, self.hparams.eig_samples, elbo=self.phase != 1)}
         if self.phase != 1:
             runs["random"] = self.rollout(images, "random")
         main = runs[self.eval_policy]
@@ -290,18 +315,18 @@ class PHAM(AttentionModel):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     @torch.no_grad()
     def attention(self, batch: Any) -> Attention:
         images = self.inputs(batch)
-        run = self.rollout(images, self.eval_policy, self.eig_samples)
+        run = self.rollout(images, self.eval_policy, self.hparams.eig_samples)
         b, gh, gw = images.shape[0], *self.grid.shape
         views = all_glimpses(images, self.grid)[torch.arange(b, device=images.device)[:, None], run.cells]  # (B, T, C, g, g)
         return Attention(
             images=images, probs=run.logits.float().softmax(-1), boxes=self.cell_boxes[run.cells][:, :, None],
-            maps=run.maps.view(b, self.steps, gh, gw), views=views,
-            labels=batch[1] if isinstance(batch, (list, tuple)) else None,
+            maps=run.maps.view(b, self.hparams.steps, gh, gw), views=views,
+            labels=self.targets(batch),
             map_title="EIG" if self.eval_policy == "eig" else "random policy pmf",
             map_extent=cell_extent(self.centers[:gw, 0], self.centers[::gw, 1]),  # map cells sit on glimpse centres
         )

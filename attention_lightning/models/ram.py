@@ -33,7 +33,7 @@ nothing. Adam at 1e-3 with reinforce_weight 0.1 trains (``--optimizer=sgd --mome
 """
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Literal, NamedTuple, Optional, Sequence, Tuple
 
 import math
 
@@ -46,11 +46,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..attention import Attention
 from ..nn.glimpse import GlimpseSensor
 from ..registry import register_model
-from .base import AttentionModel
+from .base import AttentionModel, as_flags
 
-CORES = ("rnn", "lstm")
-REWARDS = ("correct", "prob")
-OPTIMIZERS = ("sgd", "adam")
 
 
 class GlimpseNetwork(nn.Module):
@@ -80,6 +77,31 @@ class Rollout(NamedTuple):
 
 @register_model("ram", "Recurrent attention model: multi-scale glimpses, RNN core, REINFORCE with a baseline")
 class RAM(AttentionModel):
+    """Recurrent attention model: multi-scale glimpses, a recurrent core, a Gaussian location policy trained by REINFORCE.
+
+    Arguments:
+        num_classes: number of classes (from the data).
+        in_channels: image channels (from the data).
+        image_size: (H, W) of the images in pixels (from the data; an int means a square).
+        glimpses: glimpses per episode (T).
+        glimpse_size: side of the finest glimpse patch, in pixels.
+        depth: patches per glimpse, each ``scale`` times the side of the previous one.
+        scale: side ratio between successive patches of a glimpse.
+        glimpse_hidden: width of the glimpse network's "what" layer.
+        location_hidden: width of the glimpse network's "where" layer.
+        hidden_size: width of the core state h_t.
+        core: recurrent core, ``rnn`` (ReLU RNN cell, the paper's) or ``lstm``.
+        std: standard deviation of the location policy, in [-1, 1] image units.
+        reinforce_weight: weight of the REINFORCE term in the loss.
+        reward: ``correct`` (1 when the final prediction is right, the paper's) or ``prob`` (p of the true class).
+        mc_samples: sampled episodes whose class probabilities are averaged for ``{stage}/acc_mc``.
+        optimizer: ``adam`` or ``sgd`` (with ``momentum``).
+        momentum: SGD momentum (``optimizer=sgd`` only).
+        lr_decay: anneal the learning rate linearly to 0 over training.
+        lr: learning rate.
+        weight_decay: weight decay.
+    """
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -92,27 +114,20 @@ class RAM(AttentionModel):
         glimpse_hidden: int = 128,
         location_hidden: int = 128,
         hidden_size: int = 256,
-        core: str = "rnn",
+        core: Literal["rnn", "lstm"] = "rnn",
         std: float = 0.1,
         reinforce_weight: float = 0.1,
-        reward: str = "correct",
+        reward: Literal["correct", "prob"] = "correct",
         mc_samples: int = 10,
-        optimizer: str = "adam",
+        optimizer: Literal["sgd", "adam"] = "adam",
         momentum: float = 0.9,
         lr_decay: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(num_classes, lr, weight_decay)
-        self.save_hyperparameters()
         h, w = (int(image_size), int(image_size)) if isinstance(image_size, int) else (int(s) for s in image_size)
         self.image_size = (h, w)
-        if core not in CORES:
-            raise ValueError(f"--core={core!r} is not a RAM core; use one of {', '.join(CORES)}")
-        if reward not in REWARDS:
-            raise ValueError(f"--reward={reward!r} is not a RAM reward; use one of {', '.join(REWARDS)}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer={optimizer!r} is not supported; use one of {', '.join(OPTIMIZERS)}")
         self.check_positive(glimpses=glimpses, glimpse_size=glimpse_size, depth=depth, scale=scale, std=std,
                             mc_samples=mc_samples, glimpse_hidden=glimpse_hidden, location_hidden=location_hidden,
                             hidden_size=hidden_size, lr=lr)
@@ -120,10 +135,11 @@ class RAM(AttentionModel):
             raise ValueError(f"glimpse size {glimpse_size} exceeds the {h}x{w} image; use --glimpse_size <= {min(h, w)}")
         if reinforce_weight < 0:
             raise ValueError(f"--reinforce_weight={reinforce_weight} must be 0 or more")
-        self.sensor = GlimpseSensor(glimpse_size, depth, scale)
+        with as_flags(size="glimpse_size", depth="depth", scale="scale"):
+            self.sensor = GlimpseSensor(glimpse_size, depth, scale)
         self.glimpse_net = GlimpseNetwork(depth * in_channels * glimpse_size**2, glimpse_hidden, location_hidden,
                                           hidden_size)
-        cell = nn.RNNCell if core == "rnn" else nn.LSTMCell
+        cell = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell}[core]
         self.core = cell(hidden_size, hidden_size, **({"nonlinearity": "relu"} if core == "rnn" else {}))
         self.locator = nn.Linear(hidden_size, 2)
         self.baseline = nn.Linear(hidden_size, 1)
@@ -208,7 +224,7 @@ class RAM(AttentionModel):
         }
 
     def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
-        images, labels = batch
+        images, labels = self.inputs(batch), self.targets(batch)
         if stage == "train":
             run = self.rollout(images, sample=True)
             terms = self.episode_losses(run, labels)
@@ -252,5 +268,5 @@ class RAM(AttentionModel):
             images=images, probs=run.logits.float().softmax(-1),
             boxes=self.sensor.boxes(run.locations, self.image_size),  # (B, T, D, 4) every scale
             views=run.glimpses[:, :, :c],  # (B, T, C, g, g) the finest scale
-            labels=batch[1] if isinstance(batch, (list, tuple)) else None, map_title="glimpses",
+            labels=self.targets(batch), map_title="glimpses",
         )

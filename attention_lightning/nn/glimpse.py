@@ -45,11 +45,11 @@ def patch_sides(size: int, depth: int, scale: float) -> list[float]:
 
 def _check(size: int, depth: int, scale: float) -> None:
     if size < 1:
-        raise ValueError(f"glimpse size {size} must be at least 1 pixel; use --glimpse_size >= 1")
+        raise ValueError(f"glimpse size={size} must be at least 1 pixel; use size >= 1")
     if depth < 1:
-        raise ValueError(f"glimpse depth {depth} must be at least 1; use --depth >= 1")
+        raise ValueError(f"glimpse depth={depth} must be at least 1; use depth >= 1")
     if not scale > 0:
-        raise ValueError(f"glimpse scale {scale} must be positive; use e.g. --scale=2")
+        raise ValueError(f"glimpse scale={scale} must be positive; use e.g. scale=2")
 
 
 def _window(start: Tensor, cell: float, size: int, extent: int) -> Tuple[Tensor, Tensor]:

@@ -26,10 +26,9 @@ class GlimpseGrid:
     def __post_init__(self) -> None:
         h, w = self.image
         if self.size < 1 or self.stride < 1:
-            raise ValueError(f"glimpse size {self.size} and stride {self.stride} must be at least 1; "
-                             f"use --glimpse_size >= 1 and --glimpse_stride >= 1")
+            raise ValueError(f"glimpse_size={self.size} and glimpse_stride={self.stride} must be at least 1")
         if self.size > min(h, w):
-            raise ValueError(f"glimpse size {self.size} exceeds image {h}x{w}; use --glimpse_size <= {min(h, w)}")
+            raise ValueError(f"glimpse_size={self.size} exceeds image {h}x{w}; use glimpse_size <= {min(h, w)}")
 
     @property
     def shape(self) -> Tuple[int, int]:

@@ -32,7 +32,7 @@ class GlimpseFeatures(nn.Module):
     def __init__(self, in_channels: int, glimpse_size: int, channels: Sequence[int], features: int) -> None:
         super().__init__()
         if not channels:
-            raise ValueError("--glimpse_channels must list at least one width, e.g. [64, 128, 256]")
+            raise ValueError("channels=[] must list at least one width, e.g. [64, 128, 256]")
         n_conv = max(0, (glimpse_size - 2) // 2)
         layers, c, side = [], in_channels, glimpse_size
         for i in range(n_conv):
@@ -80,7 +80,7 @@ class Classifier(nn.Module):
     def __init__(self, hidden: int, num_classes: int, dropout: float) -> None:
         super().__init__()
         if not 0 <= dropout < 1:
-            raise ValueError(f"--classifier_dropout={dropout} must be in [0, 1)")
+            raise ValueError(f"dropout={dropout} must be in [0, 1)")
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(hidden, num_classes)
 

@@ -12,12 +12,13 @@ moves the selected cells to the front of a padded (B, M, D) tensor, M the larges
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import Literal, NamedTuple, Optional, Tuple, Union, get_args
 
 import torch
 from torch import Tensor
 
-SELECTIONS = ("topk", "adaptive", "soft", "none")
+Mode = Literal["topk", "adaptive", "soft", "none"]
+SELECTIONS = get_args(Mode)
 
 
 class Selection(NamedTuple):
@@ -33,24 +34,24 @@ def presence(cells: Tensor) -> Tensor:
 def resolve_k(k: Union[int, float], num_cells: int) -> int:
     """The number of cells kept: an int k as is, a float in (0, 1] as that fraction of ``num_cells`` (at least 1)."""
     if isinstance(k, bool) or not isinstance(k, (int, float)):
-        raise ValueError(f"--k={k!r} must be a cell count (int >= 1) or a fraction of cells (float in (0, 1])")
+        raise ValueError(f"k={k!r} must be a cell count (int >= 1) or a fraction of cells (float in (0, 1])")
     if isinstance(k, float):
         if not 0.0 < k <= 1.0:
-            raise ValueError(f"--k={k} as a float is a fraction of the {num_cells} cells and must be in (0, 1]; "
+            raise ValueError(f"k={k} as a float is a fraction of the {num_cells} cells and must be in (0, 1]; "
                              f"pass an int for a count")
         return max(1, int(round(k * num_cells)))
     if k < 1:
-        raise ValueError(f"--k={k} must be at least 1")
+        raise ValueError(f"k={k} must be at least 1")
     if k > num_cells:
-        raise ValueError(f"--k={k} exceeds the {num_cells} cells of the feature grid; use --k <= {num_cells} "
-                         f"or a fraction such as --k=0.25")
+        raise ValueError(f"k={k} exceeds the {num_cells} cells of the feature grid; use k <= {num_cells} "
+                         f"or a fraction such as k=0.25")
     return k
 
 
 def topk_select(scores: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     """Indices (B, k) of the k largest scores per row of (B, N), in decreasing order, and the mask (B, N)."""
     if not 1 <= k <= scores.shape[1]:
-        raise ValueError(f"--k={k} must be between 1 and the {scores.shape[1]} cells of the grid")
+        raise ValueError(f"k={k} must be between 1 and the {scores.shape[1]} cells of the grid")
     idx = scores.topk(k, dim=1).indices  # (B, k)
     mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, idx, True)  # (B, N)
     return idx, mask
@@ -65,17 +66,17 @@ def adaptive_select(scores: Tensor, threshold: Optional[float] = None) -> Tensor
     n = scores.shape[1]
     threshold = 1.0 / n if threshold is None else threshold
     if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"--threshold={threshold} must be in [0, 1) (a softmax value; default 1/{n})")
+        raise ValueError(f"threshold={threshold} must be in [0, 1) (a softmax value; default 1/{n})")
     probs = scores.float().softmax(dim=1)  # (B, N)
     mask = probs > threshold
     return mask.scatter(1, scores.argmax(dim=1, keepdim=True), True)
 
 
-def select(scores: Tensor, mode: str, k: Optional[int] = None, threshold: Optional[float] = None) -> Selection:
+def select(scores: Tensor, mode: Mode, k: Optional[int] = None, threshold: Optional[float] = None) -> Selection:
     """The selection of ``mode`` (topk | adaptive | soft | none) over presence ``scores`` (B, N)."""
     if mode == "topk":
         if k is None:
-            raise ValueError("selection 'topk' needs --k (a count or a fraction of cells)")
+            raise ValueError("mode='topk' needs k (a count or a fraction of cells)")
         mask = topk_select(scores, k)[1]
         return Selection(mask, mask.to(scores.dtype))
     if mode == "adaptive":
@@ -85,7 +86,7 @@ def select(scores: Tensor, mode: str, k: Optional[int] = None, threshold: Option
         return Selection(torch.ones_like(scores, dtype=torch.bool), scores.softmax(dim=1))
     if mode == "none":
         return Selection(torch.ones_like(scores, dtype=torch.bool), torch.ones_like(scores))
-    raise ValueError(f"--selection={mode!r} is not supported; use one of {', '.join(SELECTIONS)}")
+    raise ValueError(f"mode={mode!r} is not supported; use one of {', '.join(SELECTIONS)}")
 
 
 def pack_cells(cells: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

@@ -37,7 +37,7 @@ def pmf_moments(
     ``norm='l1'`` gives E|x - tx| + |y - ty|, ``'l2'`` gives E sqrt((x - tx)^2 + (y - ty)^2).
     """
     if norm not in ("l1", "l2"):
-        raise ValueError(f"scale norm {norm!r} is not supported; use --scale_norm=l1 or --scale_norm=l2")
+        raise ValueError(f"norm={norm!r} is not supported; use norm='l1' or norm='l2'")
     pmf = pmf.float()
     px = pmf.sum(dim=1)  # (B, W) marginal over columns
     py = pmf.sum(dim=2)  # (B, H) marginal over rows

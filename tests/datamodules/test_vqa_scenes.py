@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from attention_lightning.batches import VQABatch
 from datamodules.vqa_scenes import (
     COLOURS, QTYPES, SHAPES, SIZES, Scene, SceneGenerator, VQAScenesDataModule, answer_question, collate,
 )
@@ -96,16 +97,16 @@ def test_collate_pads_questions_and_tokenizer_round_trips():
     dm = small_dm()
     items = [dm.val_set[i] for i in range(6)]
     batch = collate(items)
-    assert batch["image"].shape == (6, 3, 32, 32)
-    assert batch["question"].dtype == torch.long and batch["question"].shape[0] == 6
-    assert batch["length"].tolist() == [len(it["text"].split()) for it in items]
+    assert batch.image.shape == (6, 3, 32, 32)
+    assert batch.question.dtype == torch.long and batch.question.shape[0] == 6
+    assert batch.length.tolist() == [len(it["text"].split()) for it in items]
     for i, it in enumerate(items):
-        n = batch["length"][i]
-        assert (batch["question"][i, n:] == 0).all() and (batch["question"][i, :n] > 1).all()  # no pad/unk inside
-        assert dm.tokenizer.decode(batch["question"][i]) == it["text"]
-    assert batch["answer"].tolist() == [it["answer"] for it in items]
+        n = batch.length[i]
+        assert (batch.question[i, n:] == 0).all() and (batch.question[i, :n] > 1).all()  # no pad/unk inside
+        assert dm.tokenizer.decode(batch.question[i]) == it["text"]
+    assert batch.answer.tolist() == [it["answer"] for it in items]
     loaded = next(iter(dm.val_dataloader()))
-    assert set(loaded) == {"image", "question", "length", "answer", "qtype", "text"}
+    assert isinstance(loaded, VQABatch) and loaded.text == [dm.val_set[i]["text"] for i in range(len(loaded.text))]
 
 
 def test_answers_are_balanced_and_majority_is_low():

@@ -44,7 +44,7 @@ def test_shapes_and_attention(dm, batch, selection):
     att = model.attention(batch)
     assert isinstance(att, Attention)
     assert att.maps.shape == (12, 1, 8, 8) and att.probs.shape == (12, 1, dm.num_classes)
-    assert att.captions == batch["text"] and torch.equal(att.labels, batch["answer"])
+    assert att.captions == batch.text and torch.equal(att.labels, batch.answer)
     if selection == "topk":
         assert att.maps.flatten(1).sum(1).tolist() == [10.0] * 12
     if selection == "none":
@@ -67,7 +67,7 @@ def test_gradients_reach_both_encoders_through_selected_cells_only(dm, batch, se
     cells, q = model.encode(*model.inputs(batch))
     cells.retain_grad()
     sel = model.choose(cells)
-    torch.nn.functional.cross_entropy(model.answer(cells, q, sel), batch["answer"]).backward()
+    torch.nn.functional.cross_entropy(model.answer(cells, q, sel), batch.answer).backward()
     per_cell = cells.grad.abs().sum(-1)  # (B, N)
     assert (per_cell[~sel.mask] == 0).all()          # unselected cells get exactly no gradient
     assert (per_cell[sel.mask] > 0).float().mean() > 0.9  # selected ones do (a dead ReLU may zero a few)

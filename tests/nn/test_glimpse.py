@@ -129,11 +129,13 @@ def test_boxes():
     assert torch.allclose(boxes, expected)
 
 
-def test_bad_geometry_names_the_flag():
-    with pytest.raises(ValueError, match="--glimpse_size"):
+def test_bad_geometry_names_the_argument():
+    with pytest.raises(ValueError, match="size=0 must be at least 1 pixel; use size >= 1"):
         glimpse(torch.zeros(1, 1, 8, 8), torch.zeros(1, 2), 0)
-    with pytest.raises(ValueError, match="--depth"):
+    with pytest.raises(ValueError, match="depth=0 must be at least 1; use depth >= 1"):
         GlimpseSensor(4, depth=0)
+    with pytest.raises(ValueError, match="scale=0"):
+        GlimpseSensor(4, scale=0)
 
 
 @pytest.mark.parametrize("size,depth,scale", [(4, 3, 2.0), (5, 3, 1.5), (3, 2, 0.7)])

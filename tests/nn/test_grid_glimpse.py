@@ -15,7 +15,7 @@ def test_paper_grids_derive_from_the_image_side(side, size, stride, shape):
 def test_explicit_sizes_and_rectangular_images():
     grid = grid_for((32, 48), glimpse_size=8, glimpse_stride=8)
     assert grid.shape == (4, 6)
-    with pytest.raises(ValueError, match="--glimpse_size <= 32"):
+    with pytest.raises(ValueError, match="glimpse_size=40 exceeds image 32x32; use glimpse_size <= 32"):
         grid_for(32, glimpse_size=40)
 
 

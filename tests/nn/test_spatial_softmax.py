@@ -65,5 +65,5 @@ def test_moments_stay_float32_under_bf16_input():
 
 
 def test_unknown_norm_is_a_clear_error():
-    with pytest.raises(ValueError, match="--scale_norm"):
+    with pytest.raises(ValueError, match="norm='l3' is not supported"):
         pmf_moments(torch.ones(1, 2, 2) / 4, pixel_centers(2), pixel_centers(2), "l3")
