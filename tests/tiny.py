@@ -21,6 +21,7 @@ TINY_FLAGS: Dict[str, Dict[str, Any]] = {
             "glimpse_size": 8, "depth": 2},
     "pham": {**DIGITS, "model": "pham", "variant": "translated", "canvas_size": 32, "channels": 3, "phase": 1},
     "han": {"model": "han", "data": "vqa_scenes", "batch_size": 8},
+    "cnn": {**DIGITS, "model": "cnn", "variant": "translated", "canvas_size": 40, "conv_channels": [4, 8], "hidden": 16},
 }
 
 COMMON = {"logger": "csv", "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
