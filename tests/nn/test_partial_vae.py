@@ -189,12 +189,19 @@ def test_elbo_of_all_steps_in_one_pass_equals_the_per_step_sum():
     assert not torch.allclose(nll, shifted, rtol=1e-3)
 
 
-def test_channels_last_decoder_equals_the_plain_layout():
-    dec = FeatureDecoder(latent=4, features=6, grid=(3, 5), channels=8, layers=2)
-    z = torch.randn(2, 7, 4)
-    out = dec(z)  # (2, 7, 15, 6)
-    gh, gw = dec.grid
-    plain = dec.body(dec.seed(z.reshape(-1, 4)).view(-1, 8, gh, gw).contiguous())  # (14, 6, 3, 5), NCHW throughout
-    torch.testing.assert_close(out, plain.flatten(2).transpose(1, 2).reshape(2, 7, 15, 6), rtol=1e-5, atol=1e-5)
+def test_decoder_lays_out_cells_row_major_with_features_last():
+    # a seed whose map holds 100*channel + 10*row + col (whatever z is) and a body that passes it through:
+    # output cell n must be row n // gw, column n % gw, with the channels as its features, for any leading dims
+    dec = FeatureDecoder(latent=4, features=6, grid=(3, 5), channels=6, layers=0)
+    dec.body = torch.nn.Identity()
+    c, r, q = torch.meshgrid(torch.arange(6), torch.arange(3), torch.arange(5), indexing="ij")
+    with torch.no_grad():
+        dec.seed.weight.zero_()
+        dec.seed.bias.copy_((100 * c + 10 * r + q).flatten().float())
+    out = dec(torch.randn(2, 7, 4))  # (2, 7, 15, 6)
+    assert out.shape == (2, 7, 15, 6)
+    n, f = torch.arange(15)[:, None], torch.arange(6)[None, :]
+    expected = (100 * f + 10 * (n // 5) + n % 5).float()  # (N, F)
+    assert torch.equal(out, expected.expand(2, 7, 15, 6))
 
 
