@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torch.nn.functional as F
 
 from attention_lightning import experiment, registry
 from attention_lightning.models.base import build_model
