@@ -153,9 +153,9 @@ def test_first_items_ignores_the_batch_size_and_pads_like_the_loader():
 
     loader = torch.utils.data.DataLoader(Items(), batch_size=2, collate_fn=collate)
     batch = first_items(loader, 5)
-    assert batch["image"][:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
-    assert batch["question"].shape == (5, 5) and batch["text"] == ["q0", "q1", "q2", "q3", "q4"]
-    assert first_items(loader, 50)["answer"].tolist() == list(range(10))  # a short split gives what it has
+    assert batch.image[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
+    assert batch.question.shape == (5, 5) and batch.text == ["q0", "q1", "q2", "q3", "q4"]
+    assert first_items(loader, 50).answer.tolist() == list(range(10))  # a short split gives what it has
     plain = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.arange(7.0)), batch_size=3)
     assert first_items(plain, 4)[0].tolist() == [0, 1, 2, 3]
 
