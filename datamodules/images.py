@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from .base import BaseDataModule, DatasetError
 
@@ -96,27 +96,49 @@ class Augment:
 
     def __init__(self, padding: int, hflip: bool, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
         self.padding, self.hflip = padding, hflip
-        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32)[:, None, None]  # (3, 1, 1)
-        self.std = None if std is None else torch.tensor(std, dtype=torch.float32)[:, None, None]     # (3, 1, 1)
+        mean = torch.zeros(3) if mean is None else torch.tensor(mean, dtype=torch.float32)
+        std = torch.ones(3) if std is None else torch.tensor(std, dtype=torch.float32)
+        self.scale = (1.0 / (255.0 * std))[:, None, None]  # (3, 1, 1): uint8 level -> normalized value
+        self.shift = (-mean / std)[:, None, None]          # (3, 1, 1)
 
     def __call__(self, pixels: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(pixels))  # (B, H, W, 3) uint8
-        b, h, w, _ = x.shape
+        x = np.asarray(pixels).transpose(0, 3, 1, 2)  # (B, 3, H, W) uint8, a view
+        b, _, h, w = x.shape
         p = self.padding
         if p > 0:
-            padded = x.new_zeros(b, h + 2 * p, w + 2 * p, 3)  # (B, H + 2p, W + 2p, 3)
-            padded[:, p:p + h, p:p + w] = x
-            dy, dx = torch.randint(0, 2 * p + 1, (2, b))  # (B,), (B,)
-            rows = dy[:, None] + torch.arange(h)  # (B, H)
-            cols = dx[:, None] + torch.arange(w)  # (B, W)
-            x = padded[torch.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, 3)
+            padded = np.zeros((b, 3, h + 2 * p, w + 2 * p), dtype=np.uint8)  # (B, 3, H + 2p, W + 2p)
+            padded[:, :, p:p + h, p:p + w] = x
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))  # (B, 3, 2p+1, 2p+1, H, W)
+            dy, dx = torch.randint(0, 2 * p + 1, (2, b)).numpy()  # (B,), (B,)
+            x = windows[np.arange(b), :, dy, dx]  # (B, 3, H, W)
         if self.hflip:
-            flip = torch.rand(b) < 0.5  # (B,)
-            x = torch.where(flip[:, None, None, None], x.flip(2), x)
-        out = x.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) in [0, 1]
-        if self.mean is not None:
-            out = (out - self.mean) / self.std
-        return out.contiguous()
+            flip = (torch.rand(b) < 0.5).numpy()  # (B,)
+            x = np.where(flip[:, None, None, None], x[..., ::-1], x)
+        out = torch.from_numpy(np.ascontiguousarray(x)).float()  # (B, 3, H, W) levels 0..255
+        return out.mul_(self.scale).add_(self.shift)  # (level / 255 - mean) / std
+
+
+class ImageBatch:
+    """A batch made at once: ``images`` (B, 3, H, W) and ``labels`` (B,); ``collate`` passes it through whole."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], int(self.labels[i])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def collate(items) -> list:
+    """[images (B, 3, H, W), labels (B,)]: an ``ImageBatch`` as it is, anything else by default_collate."""
+    if isinstance(items, ImageBatch):
+        return [items.images, items.labels]
+    return default_collate(items)
 
 
 class ImageSplit(Dataset):
@@ -132,11 +154,11 @@ class ImageSplit(Dataset):
     def labels(self) -> np.ndarray:
         return self.source.labels[self.indices]
 
-    def __getitems__(self, items: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+    def __getitems__(self, items: Sequence[int]) -> ImageBatch:
         """A whole batch at once (the DataLoader calls this instead of __getitem__ when it exists)."""
         idx = self.indices[np.asarray(items, dtype=np.int64)]  # (B,)
         images = self.augment(self.source.batch(idx))  # (B, 3, H, W)
-        return list(zip(images, self.source.labels[idx].tolist()))
+        return ImageBatch(images, torch.from_numpy(self.source.labels[idx]))  # labels (B,) int64
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.__getitems__([index])[0]
@@ -300,6 +322,9 @@ class ImageDataModule(BaseDataModule):
         self.val_set = ImageSplit(val, subsample(val_idx, val.labels, lim, seed + 1), self.augment(train=False))
         self.test_set = ImageSplit(test, subsample(np.arange(len(test)), test.labels, lim, seed + 2),
                                    self.augment(train=False))
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool, collate_fn=None) -> DataLoader:
+        return super()._loader(dataset, shuffle, collate_fn or collate)
 
     def provenance(self) -> dict:
         return {"dataset": self.title, "data_dir": str(self.data_dir.resolve()), **super().provenance()}

@@ -479,3 +479,25 @@ def test_fit_runs_on_the_fixtures(tmp_path):
                                   "batch_size": 4, "logger": "none", "enable_progress_bar": False,
                                   "enable_model_summary": False, "default_root_dir": str(tmp_path / "runs")})
         assert summary["global_step"] == 1
+
+
+def test_batched_augmentation_equals_cropping_each_image_by_hand():
+    """Augment crops every image at its own offset in one gather; check against a slice per image."""
+    from datamodules.images import Augment
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 5, 7, 3), dtype=np.uint8)  # (B, H, W, 3)
+    torch.manual_seed(3)
+    out = Augment(2, hflip=True, mean=(0.5, 0.25, 0.0), std=(0.5, 0.5, 2.0))(x)
+    torch.manual_seed(3)
+    dy, dx = torch.randint(0, 5, (2, 6)).numpy()
+    flip = (torch.rand(6) < 0.5).numpy()
+    assert 0 < flip.sum() < 6
+    padded = np.zeros((6, 9, 11, 3))
+    padded[:, 2:7, 2:9] = x
+    for i in range(6):
+        crop = padded[i, dy[i]:dy[i] + 5, dx[i]:dx[i] + 7].transpose(2, 0, 1) / 255  # (3, H, W)
+        if flip[i]:
+            crop = crop[:, :, ::-1]
+        want = (crop - np.array([0.5, 0.25, 0.0])[:, None, None]) / np.array([0.5, 0.5, 2.0])[:, None, None]
+        np.testing.assert_allclose(out[i].numpy(), want, atol=1e-6)
