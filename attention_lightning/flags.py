@@ -20,17 +20,27 @@ class FlagError(ValueError):
 
 
 def parameters(fn: Callable, skip: Iterable[str] = ()) -> Dict[str, inspect.Parameter]:
-    """Keyword parameters of ``fn`` (a class means its ``__init__``), with resolved annotations."""
-    init = fn.__init__ if inspect.isclass(fn) else fn
-    try:
-        hints = typing.get_type_hints(init)
-    except Exception:  # unresolved forward references: fall back to the raw annotations
-        hints = {}
-    out = {}
-    for name, p in inspect.signature(init).parameters.items():
-        if name in ("self", *skip) or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            continue
-        out[name] = p.replace(annotation=hints.get(name, p.annotation))
+    """Keyword parameters of ``fn`` (a class means its ``__init__``), with resolved annotations.
+
+    For a class whose ``__init__`` takes ``**kwargs``, the options it passes on are those of the next
+    ``__init__`` along the MRO, and so on while each takes ``**kwargs``; a subclass's own default wins.
+    """
+    inits = [c.__dict__["__init__"] for c in fn.__mro__ if "__init__" in c.__dict__] if inspect.isclass(fn) else [fn]
+    out: Dict[str, inspect.Parameter] = {}
+    for init in inits:
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # unresolved forward references: fall back to the raw annotations
+            hints = {}
+        forwards = False
+        for name, p in inspect.signature(init).parameters.items():
+            if p.kind == p.VAR_KEYWORD:
+                forwards = True
+            if name in ("self", *skip) or name in out or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            out[name] = p.replace(annotation=hints.get(name, p.annotation))
+        if not forwards:
+            break
     return out
 
 

@@ -1,20 +1,34 @@
-"""Do the on-the-fly datamodules keep up with the models that consume them?
+"""Do the datamodules keep up with the models that consume them?
 
 For each generated source (cluttered MNIST variants, VQA scenes), images/s of its training dataloader
 (``num_workers`` as given, default 0 = the training process itself) against the training images/s of the model
 that consumes it (a real Trainer step, data loading excluded). Target: ratio >= 5.
 
+For the folder sets (CINIC-10, Tiny ImageNet; small generated folders in the published layout), images/s of one
+pass over the training split decoding the files (``--cache=false``) and from the packed cache, with 0 and 2
+workers, beside the training images/s of the PHAM preset that consumes them (phase 1). Targets: cached >= 10x
+the file path and >= 5x the consumer.
+
     python benchmarks/data.py [--batches=20] [--num_workers=0] [--json=benchmarks/results/data.json]
+    python benchmarks/data.py --folders [--per_class=200] [--json=benchmarks/results/data_folders.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
 from common import measure_training
-from attention_lightning.experiment import build_datamodule, plan
+from attention_lightning.experiment import build_datamodule, load_config, plan
+from tests.fixtures import make_cinic10, make_tiny_imagenet
+
+FOLDERS = [
+    # (datamodule, the preset that consumes it, writer of a small folder in the published layout)
+    ("cinic10", "configs/pham_cinic10.yaml", lambda root, n: make_cinic10(root, per_class=n)),
+    ("tiny_imagenet", "configs/pham_tiny_imagenet.yaml", lambda root, n: make_tiny_imagenet(root, 10, n)),
+]
 
 CASES = [
     # (label, datamodule flags, the model that consumes it)
@@ -42,14 +56,65 @@ def loader_rate(flags, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def pass_rate(flags) -> float:
+    """Images/s of the second pass over the training split (the first warms workers, page cache and mapping)."""
+    dm = build_datamodule(plan(flags))
+    dm.setup("fit")
+    for _ in dm.train_dataloader():
+        pass
+    n, t0 = 0, time.perf_counter()
+    for x, y in dm.train_dataloader():
+        n += len(y)
+    return n / (time.perf_counter() - t0)
+
+
+def folders(args) -> list:
+    """Cold (decoding files) vs cached loading of the folder sets, beside their PHAM preset's training speed."""
+    rows = []
+    print(f"{'source':<14} {'workers':>7} {'files img/s':>12} {'cached img/s':>13} {'x files':>8} "
+          f"{'PHAM img/s':>11} {'x PHAM':>7}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, preset, make in FOLDERS:
+            data_dir = str(make(Path(tmp) / name, args.per_class))
+            base = {"data": name, "data_dir": data_dir, "batch_size": args.batch_size, "model": "pham"}
+            t0 = time.perf_counter()
+            packing = build_datamodule(plan({**base, "cache": True}))
+            packing.setup("fit")
+            pack_s = time.perf_counter() - t0
+            model_flags = {**load_config(preset), **base, "phase": 1, "cache": True}
+            model_flags.pop("max_epochs", None)
+            train = measure_training(model_flags, steps=args.steps, warmup=2)["images_per_s"]
+            for workers in (0, 2):
+                cold = pass_rate({**base, "cache": False, "num_workers": workers})
+                cached = pass_rate({**base, "cache": True, "num_workers": workers})
+                rows.append({"source": name, "num_workers": workers, "train_images": len(packing.train_set),
+                             "files_images_per_s": cold, "cached_images_per_s": cached, "pack_s": pack_s,
+                             "pham_preset": preset, "pham_train_images_per_s": train})
+                print(f"{name:<14} {workers:>7} {cold:>12.0f} {cached:>13.0f} {cached / cold:>8.1f} "
+                      f"{train:>11.1f} {cached / train:>7.0f}", flush=True)
+            print(f"{'':<14} (first setup packed {len(packing.train_set) + len(packing.val_set) + len(packing.test_set)}"
+                  f" images in {pack_s:.1f} s; train split {len(packing.train_set)} images)")
+    print("targets: cached >= 10x files and >= 5x PHAM (batch "
+          f"{args.batch_size}, phase 1, data loading excluded from PHAM's step)")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--num_workers", type=int, default=0)
-    ap.add_argument("--json", default="benchmarks/results/data.json")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--folders", action="store_true", help="benchmark the folder sets and their cache instead")
+    ap.add_argument("--per_class", type=int, default=200, help="--folders: images per class and split")
     args = ap.parse_args()
+    if args.folders:
+        rows = folders(args)
+        out = Path(args.json or "benchmarks/results/data_folders.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rows, indent=2))
+        return
     rows = []
     print(f"{'source':<32} {'data img/s':>11} {'model':<6} {'train img/s':>12} {'ratio':>7}")
     for label, data_flags, model_flags in CASES:
@@ -63,8 +128,9 @@ def main() -> None:
                      "train_images_per_s": train, "ratio": data / train})
         print(f"{label:<32} {data:>11.0f} {model_flags['model']:<6} {train:>12.0f} {data / train:>7.1f}", flush=True)
     print(f"target: every ratio >= 5 (num_workers={args.num_workers}; each worker adds a generator process)")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(rows, indent=2))
+    out = Path(args.json or "benchmarks/results/data.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ rendered at once (``__getitems__``), vectorized over the batch. Val digits are c
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -138,32 +139,47 @@ class CanvasDigits(Dataset):
 
 @register_datamodule("cluttered_mnist", "MNIST digits on a larger canvas, made on the fly: dham | translated | cluttered")
 class ClutteredMNIST(BaseDataModule):
+    """Cluttered, translated or scaled MNIST digits rendered on the fly (see the module docstring).
+
+    Arguments:
+        variant: dham (scaled digit on 120x120), translated (28x28 digit on 60x60) or cluttered (plus 8x8 pieces).
+        canvas_size: canvas side in pixels (None: the variant's).
+        scale_range: [low, high] digit scale factors, drawn uniformly (None: the variant's).
+        clutter: number of clutter pieces per image (None: the variant's).
+        clutter_size: side of each clutter piece in pixels.
+        snr: background Gaussian noise std is 1/snr of the digit's peak intensity (None: no noise).
+        digits: digit source: auto (MNIST if readable or downloadable, else embedded), mnist or embedded.
+        data_dir: folder holding (or receiving) ``MNIST/raw``.
+        train_size: training images per epoch.
+        val_size: validation images.
+        test_size: test images (None: one per test digit).
+        val_fraction: fraction of the training digits kept for validation images (fixed).
+        data_seed: seed of the val/test images (train images also follow ``--seed``).
+        channels: 1 (grey) or 3 (the grey digit repeated as RGB).
+    """
+
     num_classes = 10
     class_names = [str(i) for i in range(10)]
 
     def __init__(
         self,
-        variant: str = "dham",
-        canvas_size: Optional[int] = None,
-        scale_range: Optional[Sequence[float]] = None,
-        clutter: Optional[int] = None,
+        variant: Literal["dham", "translated", "cluttered"] = "dham",
+        canvas_size: int | None = None,
+        scale_range: Sequence[float] | None = None,
+        clutter: int | None = None,
         clutter_size: int = 8,
-        snr: Optional[float] = None,
-        digits: str = "auto",
+        snr: float | None = None,
+        digits: Literal["auto", "mnist", "embedded"] = "auto",
         data_dir: str = "data",
         train_size: int = 20000,
         val_size: int = 2000,
-        test_size: Optional[int] = None,
+        test_size: int | None = None,
         val_fraction: float = 0.1,
         data_seed: int = 0,
-        channels: int = 1,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        channels: Literal[1, 3] = 1,
+        **loader,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory)
-        if variant not in VARIANTS:
-            raise ValueError(f"--variant={variant!r} is not a cluttered-MNIST variant; use one of {', '.join(VARIANTS)}")
+        super().__init__(**loader)
         default_canvas, default_scale, default_clutter = VARIANTS[variant]
         self.canvas = int(canvas_size or default_canvas)
         self.scale_range = tuple(float(s) for s in (scale_range or default_scale))
@@ -174,11 +190,14 @@ class ClutteredMNIST(BaseDataModule):
             raise ValueError(f"--snr={snr} must be positive (noise std = 1/snr of the digit's peak intensity)")
         if not 0 < val_fraction < 1:
             raise ValueError(f"--val_fraction={val_fraction} must be in (0, 1)")
-        if channels not in (1, 3):
-            raise ValueError(f"--channels={channels} must be 1 (grey) or 3 (the grey digit repeated as RGB)")
-        self.save_hyperparameters()
-        self.dims = (channels, self.canvas, self.canvas)
-        self.digit_source: Optional[str] = None
+        self.dims = (int(channels), self.canvas, self.canvas)
+        self.digit_source: str | None = None
+
+    def provenance(self) -> dict:
+        if self.digit_source is None:
+            return super().provenance()
+        data_dir = str(Path(self.hparams.data_dir).expanduser().resolve())
+        return {"digits": self.digit_source, "data_dir": data_dir, **super().provenance()}
 
     def prepare_data(self) -> None:
         # rank 0 downloads MNIST once when online; setup() on every rank then reads it (or the embedded set)
@@ -199,7 +218,7 @@ class ClutteredMNIST(BaseDataModule):
         n_val = max(1, int(round(n * hp.val_fraction)))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         common = dict(canvas=self.canvas, scale_range=self.scale_range, clutter=self.clutter,
-                      clutter_size=hp.clutter_size, snr=hp.snr, data_seed=hp.data_seed, channels=hp.channels)
+                      clutter_size=hp.clutter_size, snr=hp.snr, data_seed=hp.data_seed, channels=self.dims[0])
         self.train_set = CanvasDigits(digits.train_images[train_idx], digits.train_labels[train_idx],
                                       hp.train_size, "train", **common)
         self.val_set = CanvasDigits(digits.train_images[val_idx], digits.train_labels[val_idx],

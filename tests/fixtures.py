@@ -10,6 +10,9 @@ on pytest's path).
 from __future__ import annotations
 
 import pickle
+import shutil
+import tarfile
+import zipfile
 from pathlib import Path
 from typing import List, Sequence, Union
 
@@ -158,3 +161,27 @@ def make_tiny_imagenet(root: PathLike, n_classes: int = 3, per_class: int = 2) -
     for i in range(2):
         Image.fromarray(_image(0, i, 64)).save(base / "test" / "images" / f"test_{i}.JPEG", format="JPEG")
     return root
+
+
+def make_cinic10_archive(root: PathLike, per_class: int = 1) -> Path:
+    """``root/CINIC-10.tar.gz`` as published: ``train/``, ``valid/`` and ``test/`` at the archive's top."""
+    root = Path(root)
+    base = make_cinic10(root / "staging", per_class)
+    archive = root / "CINIC-10.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for split in ("train", "valid", "test"):
+            tar.add(base / split, arcname=split)
+    shutil.rmtree(root / "staging")
+    return archive
+
+
+def make_tiny_imagenet_archive(root: PathLike, n_classes: int = 3, per_class: int = 2) -> Path:
+    """``root/tiny-imagenet-200.zip`` as published: everything under ``tiny-imagenet-200/``."""
+    root = Path(root)
+    staging = make_tiny_imagenet(root / "staging", n_classes, per_class)
+    archive = root / "tiny-imagenet-200.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted((staging / "tiny-imagenet-200").rglob("*")):
+            z.write(path, path.relative_to(staging).as_posix())
+    shutil.rmtree(staging)
+    return archive

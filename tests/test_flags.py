@@ -65,3 +65,33 @@ def test_conforms_on_typing_forms():
     assert conforms([1, 2], Sequence[int]) and not conforms([1, "a"], Sequence[int])
     assert conforms(True, bool) and not conforms(1, bool) and not conforms(True, int)
     assert conforms("anything", inspect.Parameter.empty)
+
+
+class _Base:
+    def __init__(self, a: int = 1, b: str = "x") -> None:
+        pass
+
+
+class _Middle(_Base):
+    def __init__(self, c: float = 2.0, b: str = "y", **rest) -> None:
+        super().__init__(b=b, **rest)
+
+
+class _Leaf(_Middle):
+    pass
+
+
+class _Closed(_Base):
+    def __init__(self, d: bool = True) -> None:  # takes no **kwargs: the base's options are not its own
+        super().__init__()
+
+
+def test_parameters_follow_kwargs_along_the_mro():
+    sig = parameters(_Leaf)
+    assert list(sig) == ["c", "b", "a"]
+    assert sig["b"].default == "y" and sig["a"].default == 1 and sig["a"].annotation is int
+    assert list(parameters(_Closed)) == ["d"]
+    routed, _ = route({"a": 3, "c": 1.5}, {"data": sig})
+    assert routed["data"] == {"a": 3, "c": 1.5}
+    with pytest.raises(FlagError, match=r"--a='3x' has the wrong type: data expects int"):
+        route({"a": "3x"}, {"data": sig})

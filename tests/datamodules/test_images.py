@@ -1,5 +1,4 @@
 """The image datamodules read tiny fixtures written in the published on-disk formats (tests/fixtures.py)."""
-import inspect
 import pickle
 import socket
 
@@ -12,8 +11,10 @@ from PIL import Image
 from attention_lightning import registry
 from attention_lightning.flags import parameters
 from datamodules.base import DatasetError
-from datamodules.images import (CIFAR10, CIFAR100, CIFAR100_CLASSES, CINIC10, DOWNLOAD_TIMEOUT, SVHN, TinyImageNet,
-                                carve)
+from datamodules.cifar import CIFAR10, CIFAR100
+from datamodules.folders import CINIC10, TinyImageNet
+from datamodules.images import DOWNLOAD_TIMEOUT, balanced_order, carve
+from datamodules.svhn import SVHN
 from tests.fixtures import (CIFAR10_NAMES, class_value, make_cifar10, make_cifar100, make_cinic10, make_svhn,
                             make_tiny_imagenet)
 
@@ -56,9 +57,10 @@ def test_cifar_fixtures_read_the_same_through_torchvision(tmp_path, monkeypatch)
     ):
         ours.setup()
         assert len(ours.test_set) == len(theirs)
-        for i in range(len(theirs)):
+        assert sorted(ours.test_set.indices.tolist()) == list(range(len(theirs)))
+        for k, i in enumerate(ours.test_set.indices.tolist()):  # our order is class-balanced, not the file's
             img, label = theirs[i]
-            x, y = ours.test_set[i]
+            x, y = ours.test_set[k]
             assert y == label
             assert np.array_equal(pixels(x), np.asarray(img).transpose(2, 0, 1))
         if hasattr(theirs, "classes"):
@@ -93,15 +95,9 @@ def test_cifar100_reads_fine_labels_and_meta_names(tmp_path):
     assert dm.num_classes == 100
     dm.setup()
     assert dm.class_names == [f"fine{i:02d}" for i in range(100)]  # from the meta file, not the constant
-    assert dm.test_set.labels.tolist() == list(range(7)) * 2  # fine labels (the coarse ones are k // 5)
+    assert dm.test_set.source.labels.tolist() == list(range(7)) * 2  # fine labels (the coarse ones are k // 5)
     check_paired(dm.test_set)
     check_paired(dm.train_set)
-
-
-def test_cifar100_constant_names():
-    assert len(CIFAR100_CLASSES) == 100 == len(set(CIFAR100_CLASSES))
-    assert CIFAR100_CLASSES == sorted(CIFAR100_CLASSES)  # the published fine labels are alphabetical
-    assert CIFAR100_CLASSES[0] == "apple" and CIFAR100_CLASSES[99] == "worm"
 
 
 def test_normalization_uses_the_dataset_mean_and_std(tmp_path):
@@ -190,7 +186,7 @@ def test_svhn_label_10_is_digit_0_and_extra_joins_train(tmp_path):
     assert dm.class_names == [str(d) for d in range(10)] and dm.dims == (3, 32, 32)
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (18, 2, 6)
-    assert dm.test_set.labels.tolist() == [0, 1, 2, 3, 4, 5]  # stored as y = 10, 1, ..., 5
+    assert dm.test_set.source.labels.tolist() == [0, 1, 2, 3, 4, 5]  # stored as y = 10, 1, ..., 5
     for split in (dm.train_set, dm.val_set, dm.test_set):
         check_paired(split)
     extra = SVHN(str(tmp_path), checksum=False, use_extra=True, **RAW)
@@ -257,7 +253,7 @@ def test_random_crop_shifts_by_at_most_the_padding(tmp_path):
 
 def test_cinic10_reads_the_published_folders(tmp_path):
     root = make_cinic10(tmp_path, per_class=2)
-    dm = CINIC10(str(root), **RAW)
+    dm = CINIC10(str(root), cache=False, **RAW)
     assert dm.num_classes == 10 and dm.class_names == CIFAR10_NAMES and dm.dims == (3, 32, 32)
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (20, 20, 20)
@@ -266,7 +262,7 @@ def test_cinic10_reads_the_published_folders(tmp_path):
         check_paired(split)
     assert sorted(dm.test_set.labels.tolist()) == sorted(list(range(10)) * 2)
     # a val_fraction carves val out of train/ instead
-    carved = CINIC10(str(root), val_fraction=0.25, **RAW)
+    carved = CINIC10(str(root), val_fraction=0.25, cache=False, **RAW)
     carved.setup()
     assert (len(carved.train_set), len(carved.val_set)) == (15, 5)
     assert carved.val_set.source is carved.train_set.source
@@ -292,9 +288,9 @@ def test_cinic10_malformed_folder_gives_one_error(tmp_path, damage, message):
 
 def test_missing_cinic10_folder_fails_at_construction(tmp_path):
     with pytest.raises(DatasetError) as e:
-        CINIC10(str(tmp_path / "cinic"))
+        CINIC10(str(tmp_path / "cinic"), download=False)
     msg = str(e.value)
-    assert f"--data_dir={tmp_path / 'cinic'} does not exist" in msg
+    assert f"{tmp_path / 'cinic' / 'train'} does not exist and --download=false" in msg
     assert "DATA_DIR/{train,valid,test}/<class>/*.png" in msg
     assert "https://github.com/BayesWatch/cinic-10" in msg and "https://datashare.ed.ac.uk/handle/10283/3192" in msg
 
@@ -303,9 +299,9 @@ def test_corrupt_image_names_the_file(tmp_path):
     root = make_cinic10(tmp_path, per_class=1)
     bad = root / "test" / "frog" / "cifar10-test-0.png"
     bad.write_bytes(bad.read_bytes()[:40])  # truncated PNG
-    dm = CINIC10(str(root))
+    dm = CINIC10(str(root), cache=False)
     dm.setup()  # the layout is fine; the file fails when read
-    i = dm.test_set.source.paths.index(str(bad))
+    i = dm.test_set.indices.tolist().index(dm.test_set.source.paths.index(str(bad)))
     with pytest.raises(DatasetError, match=rf"corrupt image file {bad}"):
         dm.test_set[i]
     with pytest.raises(DatasetError, match=rf"corrupt image file {bad}"):
@@ -323,12 +319,13 @@ def test_corrupt_image_names_the_file(tmp_path):
 
 def test_tiny_imagenet_reads_the_published_folder(tmp_path):
     data_dir = make_tiny_imagenet(tmp_path, n_classes=3, per_class=4)
-    dm = TinyImageNet(str(data_dir), val_fraction=0.25, **RAW)
+    dm = TinyImageNet(str(data_dir), val_fraction=0.25, cache=False, **RAW)
     # classes in sorted-wnid order, names from words.txt (first synonym)
     assert dm.wnids == ["n01443537", "n01629819", "n01641577"]
     assert dm.class_names == ["goldfish", "European fire salamander", "bullfrog"]
     assert dm.num_classes == 3 and dm.dims == (3, 64, 64)
     assert dm.model_kwargs() == {"num_classes": 3, "in_channels": 3, "image_size": (64, 64)}
+    assert dm.facts().class_names == ("goldfish", "European fire salamander", "bullfrog")
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (9, 3, 12)
     assert dm.val_set.source is dm.train_set.source  # val carved from train/
@@ -336,10 +333,10 @@ def test_tiny_imagenet_reads_the_published_folder(tmp_path):
     for split in (dm.train_set, dm.val_set, dm.test_set):
         check_paired(split, tol=3, size=64)  # JPEG
     # the annotation file, not the file order, gives the test labels
-    assert dm.test_set.labels.tolist() == [0, 1, 2] * 4
+    assert dm.test_set.source.labels.tolist() == [0, 1, 2] * 4
     # data_dir may also be the tiny-imagenet-200 folder itself
     inner = TinyImageNet(str(data_dir / "tiny-imagenet-200"), val_fraction=0.25)
-    assert inner.root == dm.root and inner.class_names == dm.class_names
+    assert inner.root() == dm.root() and inner.class_names == dm.class_names
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -360,7 +357,7 @@ def test_tiny_imagenet_malformed_folder_gives_one_error(tmp_path, damage, messag
 
 
 def test_missing_tiny_imagenet_fails_at_construction(tmp_path):
-    with pytest.raises(DatasetError, match=rf"{tmp_path}/tiny-imagenet-200 does not exist.*"
+    with pytest.raises(DatasetError, match=rf"{tmp_path}/tiny-imagenet-200/wnids.txt does not exist.*"
                                            r"wnids.txt, words.txt.*tiny-imagenet-200.zip"):
         TinyImageNet(str(tmp_path))
 
@@ -369,7 +366,7 @@ def test_tiny_imagenet_corrupt_jpeg_names_the_file(tmp_path):
     data_dir = make_tiny_imagenet(tmp_path, n_classes=2, per_class=2)
     bad = data_dir / "tiny-imagenet-200" / "train" / "n01629819" / "images" / "n01629819_1.JPEG"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    dm = TinyImageNet(str(data_dir), val_fraction=0.25)
+    dm = TinyImageNet(str(data_dir), val_fraction=0.25, cache=False)
     dm.setup()
     source = dm.train_set.source
     with pytest.raises(DatasetError, match=rf"corrupt image file {bad}"):
@@ -384,7 +381,7 @@ def test_val_split_is_deterministic_and_seeded(tmp_path):
     def val_indices(**kw):
         dm = CIFAR10(str(tmp_path), checksum=False, **kw)
         dm.setup()
-        return dm.val_set.indices.tolist()
+        return sorted(dm.val_set.indices.tolist())
 
     first = val_indices()
     assert len(first) == 10
@@ -399,17 +396,60 @@ def test_val_split_is_deterministic_and_seeded(tmp_path):
         CIFAR10(str(tmp_path), checksum=False, val_fraction=1.5)
 
 
-def test_limit_caps_every_split_with_a_fixed_subset(tmp_path):
-    root = make_cinic10(tmp_path, per_class=3)
-    dm = CINIC10(str(root), limit=7)
+def test_balanced_order_deals_the_classes_round_robin():
+    labels = np.array([0] * 5 + [1] * 2 + [2] * 3 + [3] * 6)
+    order = balanced_order(labels, seed=0)
+    assert sorted(order.tolist()) == list(range(16))  # a permutation
+    rounds = [labels[order[4 * r: 4 * r + 4]] for r in range(2)]
+    assert all(sorted(r.tolist()) == [0, 1, 2, 3] for r in rounds)  # each class once per round while it lasts
+    assert sorted(labels[order[8:11]].tolist()) == [0, 2, 3]  # then the classes that are left
+    assert balanced_order(labels, seed=0).tolist() == order.tolist()  # fixed by the seed
+    assert balanced_order(labels, seed=1).tolist() != order.tolist()
+    # the order of items within a class is random, not the file order
+    firsts = {int(balanced_order(labels, seed=s)[labels[balanced_order(labels, seed=s)] == 3][0]) for s in range(8)}
+    assert len(firsts) > 1
+
+
+def test_limit_keeps_a_fixed_class_balanced_subset(tmp_path):
+    root = make_cinic10(tmp_path, per_class=3)  # 30 images per split, written class folder by class folder
+    dm = CINIC10(str(root), limit=10, cache=False)
     dm.setup()
-    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (7, 7, 7)
-    assert len(set(dm.train_set.labels.tolist())) > 1  # a random subset, not the first class folders
-    again = CINIC10(str(root), limit=7)
+    for split in (dm.train_set, dm.val_set, dm.test_set):
+        assert sorted(split.labels.tolist()) == list(range(10))  # one image of every class
+    again = CINIC10(str(root), limit=10, cache=False)
     again.setup()
     assert again.train_set.indices.tolist() == dm.train_set.indices.tolist()
+    seven = CINIC10(str(root), limit=7, cache=False)
+    seven.setup()
+    assert len(seven.test_set) == 7 and len(set(seven.test_set.labels.tolist())) == 7
     with pytest.raises(ValueError, match=r"--limit=0 must be at least 1"):
         CINIC10(str(root), limit=0)
+
+
+class _Recorder(pl.LightningModule):
+    """Records the labels of every evaluation batch it is shown."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def validation_step(self, batch, batch_idx):
+        self.seen += batch[1].tolist()
+
+    def test_step(self, batch, batch_idx):
+        self.seen += batch[1].tolist()
+
+
+@pytest.mark.parametrize("stage", ["validate", "test"])
+def test_limited_evaluation_batches_see_every_class(tmp_path, stage):
+    """Lightning's limit_val_batches / limit_test_batches take the first batches: those hold every class."""
+    root = make_cinic10(tmp_path, per_class=4)
+    dm = CINIC10(str(root), batch_size=5, cache=False)
+    model = _Recorder()
+    trainer = pl.Trainer(limit_val_batches=2, limit_test_batches=2, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    getattr(trainer, stage)(model, datamodule=dm)
+    assert sorted(model.seen) == list(range(10))  # 2 batches of 5: each class once, not airplanes and cars only
 
 
 IMAGE_DATAMODULES = ["svhn", "cifar10", "cifar100", "cinic10", "tiny_imagenet"]
@@ -426,7 +466,6 @@ def test_flags_do_not_collide_with_models_or_trainer(name):
     for entry in registry.models():
         taken |= set(parameters(entry.cls))
     assert not ours & taken, ours & taken
-    assert cls.__doc__ or inspect.getmodule(cls).__doc__
 
 
 def test_fit_runs_on_the_fixtures(tmp_path):
@@ -440,3 +479,25 @@ def test_fit_runs_on_the_fixtures(tmp_path):
                                   "batch_size": 4, "logger": "none", "enable_progress_bar": False,
                                   "enable_model_summary": False, "default_root_dir": str(tmp_path / "runs")})
         assert summary["global_step"] == 1
+
+
+def test_batched_augmentation_equals_cropping_each_image_by_hand():
+    """Augment crops every image at its own offset in one gather; check against a slice per image."""
+    from datamodules.images import Augment
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 5, 7, 3), dtype=np.uint8)  # (B, H, W, 3)
+    torch.manual_seed(3)
+    out = Augment(2, hflip=True, mean=(0.5, 0.25, 0.0), std=(0.5, 0.5, 2.0))(x)
+    torch.manual_seed(3)
+    dy, dx = torch.randint(0, 5, (2, 6)).numpy()
+    flip = (torch.rand(6) < 0.5).numpy()
+    assert 0 < flip.sum() < 6
+    padded = np.zeros((6, 9, 11, 3))
+    padded[:, 2:7, 2:9] = x
+    for i in range(6):
+        crop = padded[i, dy[i]:dy[i] + 5, dx[i]:dx[i] + 7].transpose(2, 0, 1) / 255  # (3, H, W)
+        if flip[i]:
+            crop = crop[:, :, ::-1]
+        want = (crop - np.array([0.5, 0.25, 0.0])[:, None, None]) / np.array([0.5, 0.5, 2.0])[:, None, None]
+        np.testing.assert_allclose(out[i].numpy(), want, atol=1e-6)
