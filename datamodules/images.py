@@ -116,8 +116,7 @@ class Augment:
         if self.hflip:
             flip = (torch.rand(b) < 0.5).numpy()  # (B,)
             x[flip] = x[flip][..., ::-1]
-        out = torch.empty(x.shape, dtype=torch.float32)
-        out.copy_(torch.from_numpy(x))  # (B, 3, H, W) levels 0..255, contiguous
+        out = torch.from_numpy(x.astype(np.float32, order="C"))  # (B, 3, H, W) levels 0..255, contiguous
         return out.mul_(self.scale).add_(self.shift)  # (level / 255 - mean) / std
 
 
