@@ -43,37 +43,44 @@ class TrainLog:
     def __init__(self) -> None:
         self.columns: Dict[Key, int] = {}
         self.pending: List[Tuple[Key, Tensor, int | None]] = []
-        self.sums: Tensor | None = None     # (columns,) sum of value x batch size over the epoch
-        self.weights: Tensor | None = None  # (columns,) sum of batch sizes
+        self.sums: Tensor | None = None  # (columns,) sum of value x batch size over the epoch, on the device
+        self.weights: List[float] = []   # per column, the sum of batch sizes (host numbers: no device work)
         self._index: Dict[Tuple[int, ...], Tensor] = {}
 
     def add(self, key: Key, value: Tensor, batch_size: int | None) -> None:
-        self.pending.append((key, value.detach().reshape(()), batch_size))
+        if value.requires_grad:
+            value = value.detach()
+        self.pending.append((key, value if value.dim() == 0 else value.reshape(()), batch_size))
 
     def end_step(self, module: pl.LightningModule, batch: Any, emit: bool) -> None:
         """Add this step's values to the epoch sums; send them to Lightning if ``emit`` (the logger writes now)."""
         if not self.pending:
             return
         default = None
-        cols, values, sizes = [], [], []
-        for key, value, size in self.pending:
-            if key not in self.columns:
-                self.columns[key] = len(self.columns)
+        cols, sizes = [], []
+        for key, _, size in self.pending:
+            col = self.columns.get(key)
+            if col is None:
+                col = self.columns[key] = len(self.columns)
+                self.weights.append(0.0)
             if size is None:
                 default = default if default is not None else extract_batch_size(batch)
                 size = default
-            cols.append(self.columns[key])
-            values.append(value.float())
+            self.weights[col] += size
+            cols.append(col)
             sizes.append(size)
-        vals = torch.stack(values)  # (K,)
-        n = torch.tensor(sizes, dtype=vals.dtype, device=vals.device)  # (K,)
+        vals = torch.stack([value for _, value, _ in self.pending]).float()  # (K,)
+        if len(set(sizes)) > 1:
+            vals = vals * torch.tensor(sizes, dtype=vals.dtype, device=vals.device)
+            scale = 1
+        else:
+            scale = sizes[0]
         idx = self._index.get(tuple(cols))
         if idx is None or idx.device != vals.device:
             idx = self._index[tuple(cols)] = torch.tensor(cols, device=vals.device)
         if self.sums is None or self.sums.shape[0] < len(self.columns) or self.sums.device != vals.device:
-            self.sums, self.weights = self._grown(vals.device)
-        self.sums.index_add_(0, idx, vals * n)
-        self.weights.index_add_(0, idx, n)
+            self.sums = self._grown(vals.device)
+        self.sums.index_add_(0, idx, vals, alpha=scale)
         if emit:
             for (key, value, _), size in zip(self.pending, sizes):
                 if key.on_step:
@@ -85,20 +92,19 @@ class TrainLog:
         """Log the epoch mean of every key logged per epoch, and start the next epoch's sums."""
         if self.sums is None:
             return
-        means = self.sums / self.weights.clamp(min=1)  # (columns,)
+        means = self.sums / self.sums.new_tensor([max(w, 1.0) for w in self.weights])  # (columns,)
         for key, col in self.columns.items():
             if key.on_epoch and self.weights[col] > 0:
                 pl.LightningModule.log(module, key.epoch_name(), means[col], prog_bar=key.prog_bar,
                                        logger=key.logger, on_step=False, on_epoch=True, batch_size=1)
-        self.sums = self.weights = None
+        self.sums = None
+        self.weights = [0.0] * len(self.weights)
 
-    def _grown(self, device: torch.device) -> Tuple[Tensor, Tensor]:
+    def _grown(self, device: torch.device) -> Tensor:
         sums = torch.zeros(len(self.columns), device=device)
-        weights = torch.zeros(len(self.columns), device=device)
         if self.sums is not None:
             sums[: self.sums.shape[0]] = self.sums.to(device)
-            weights[: self.weights.shape[0]] = self.weights.to(device)
-        return sums, weights
+        return sums
 
 
 class TrainLogFlush(pl.Callback):
