@@ -26,7 +26,7 @@ from .runio import AppendingCSVLogger, AtomicCheckpointIO
 
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
 CLI_FLAGS = ("model", "data", "config", "seed", "ckpt", "resume", "logger", "run_name", "out", "num_images",
-             "viz_every_n_steps", "viz_images")
+             "viz_every_n_steps", "viz_images", "compile")
 TRAINER_MANAGED = ("logger", "callbacks", "enable_checkpointing", "plugins")  # built here, not by flag
 DEFAULTS: Dict[str, Any] = {"model": "dham", "data": "cluttered_mnist", "seed": 0, "logger": "csv",
                             "max_epochs": 3, "default_root_dir": "runs"}
@@ -103,6 +103,8 @@ def plan(flags: Mapping[str, Any]) -> Plan:
         raise UserError(f"--logger={cli['logger']!r} is not a logger; use one of {', '.join(LOGGERS)}")
     if not isinstance(cli["seed"], int) or isinstance(cli["seed"], bool):
         raise UserError(f"--seed={cli['seed']!r} must be an integer")
+    if not isinstance(cli.get("compile", False), bool):
+        raise UserError(f"--compile={cli['compile']!r} must be true or false")
     return Plan(model_entry.name, data_entry.name, routed["model"], routed["data"], routed["trainer"], cli)
 
 
@@ -266,6 +268,8 @@ def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = No
         run_dir = run_dir_for(root, name)
     dm = build_datamodule(p)
     model = build_model(p, dm)
+    if p.cli.get("compile"):
+        model.compile_step()
     trainer = make_trainer(p, run_dir, extra_callbacks)
     with user_errors():
         trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)

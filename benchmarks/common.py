@@ -60,9 +60,9 @@ def measure_training(flags: Dict[str, Any], steps: int = 10, warmup: int = 3, co
     dm = datamodule or experiment.build_datamodule(p)
     model = experiment.build_model(p, dm)
     if compile:
-        # compile the model's own computation (forward and loss); logging and torchmetrics stay eager, as a
-        # compiled training_step would recompile on every metric update
-        model.loss_terms = torch.compile(model.loss_terms)  # type: ignore[method-assign]
+        # the model's own computation (forward and loss), as `cli.py fit --compile=true`; logging and torchmetrics
+        # stay eager, as a compiled training_step would recompile on every metric update
+        model.compile_step()
     timer = StepTimer(warmup)
     trainer_kwargs = {k: v for k, v in p.trainer_kwargs.items()
                       if k in ("accelerator", "devices", "precision")}

@@ -9,6 +9,12 @@ cells exceeds a threshold (1/number of cells by default), so the count varies pe
 Cells are flattened row-major: cell n of an (H', W') grid is row n // W', column n % W'. Variable
 counts are carried by boolean masks (B, N) so a minibatch needs no per-example code; ``pack_cells``
 moves the selected cells to the front of a padded (B, M, D) tensor, M the largest count in the batch.
+
+Under ``torch.compile``: top-k keeps exactly k cells in every example, so its ``Selection.count`` is k and
+``pack_cells(..., max_count=k)`` sizes the packed tensor without reading anything back from the device
+(no graph break). AdaHAN's count depends on the data; the method needs it, so ``pack_cells`` reads the
+batch's largest count back (one device sync and one graph break per call), or packs into all N cells with
+``max_count=N`` (no break, the head then runs on N padded cells instead of M).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ SELECTIONS = get_args(Mode)
 class Selection(NamedTuple):
     mask: Tensor     # (B, N) bool, the cells that reach the answer head
     weights: Tensor  # (B, N) float, each cell's weight in the head: 1/0 for hard modes, softmax for soft
+    count: Optional[int] = None  # the number of cells every example keeps, where the method fixes it (top-k)
 
 
 def presence(cells: Tensor) -> Tensor:
@@ -78,7 +85,7 @@ def select(scores: Tensor, mode: Mode, k: Optional[int] = None, threshold: Optio
         if k is None:
             raise ValueError("mode='topk' needs k (a count or a fraction of cells)")
         mask = topk_select(scores, k)[1]
-        return Selection(mask, mask.to(scores.dtype))
+        return Selection(mask, mask.to(scores.dtype), k)
     if mode == "adaptive":
         mask = adaptive_select(scores, threshold)
         return Selection(mask, mask.to(scores.dtype))
@@ -89,13 +96,17 @@ def select(scores: Tensor, mode: Mode, k: Optional[int] = None, threshold: Optio
     raise ValueError(f"mode={mode!r} is not supported; use one of {', '.join(SELECTIONS)}")
 
 
-def pack_cells(cells: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def pack_cells(cells: Tensor, mask: Tensor, max_count: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Selected cells moved to the front: (B, N, D), (B, N) -> cells (B, M, D), valid (B, M), indices (B, M).
 
-    M is the largest count in the batch; row b holds its selected cells in grid order followed by
-    padding (valid False, copies of some cell that the caller must zero out or weight by 0).
+    M is ``max_count`` if given (at least every row's count: e.g. ``Selection.count``, or N), else the
+    largest count in the batch, read back from the device; row b holds its selected cells in grid order
+    followed by padding (valid False, copies of some cell that the caller must zero out or weight by 0).
     """
-    m = int(mask.sum(dim=1).max().item())
+    n = mask.shape[1]
+    if max_count is not None and not 1 <= max_count <= n:
+        raise ValueError(f"max_count={max_count} must be between 1 and the {n} cells of the mask")
+    m = int(mask.sum(dim=1).max().item()) if max_count is None else max_count
     order = torch.argsort(mask.to(torch.int8), dim=1, descending=True, stable=True)[:, :m]  # (B, M)
     valid = torch.gather(mask, 1, order)  # (B, M)
     packed = torch.gather(cells, 1, order[..., None].expand(-1, -1, cells.shape[-1]))  # (B, M, D)

@@ -106,3 +106,41 @@ def test_gradient_reaches_selected_cells_only():
     per_cell = cells.grad.abs().sum(-1)  # (2, 10)
     assert (per_cell[mask] > 0).all()
     assert (per_cell[~mask] == 0).all()
+
+
+def test_topk_selection_carries_its_fixed_count():
+    scores = torch.randn(3, 9)
+    assert select(scores, "topk", k=4).count == 4
+    assert select(scores, "adaptive").count is None
+    assert select(scores, "soft").count is None
+
+
+def test_pack_cells_with_max_count_matches_the_read_back_count():
+    cells = torch.randn(3, 9, 5)
+    sel = select(presence(cells), "topk", k=4)
+    for got, want in zip(pack_cells(cells, sel.mask, sel.count), pack_cells(cells, sel.mask)):
+        assert torch.equal(got, want)
+    # AdaHAN packed into all N cells: the first M columns as read back, then padding only
+    mask = adaptive_select(presence(cells))
+    m = int(mask.sum(1).max())
+    packed, valid, order = pack_cells(cells, mask, max_count=9)
+    ref_packed, ref_valid, ref_order = pack_cells(cells, mask)
+    assert packed.shape == (3, 9, 5) and ref_packed.shape == (3, m, 5)
+    assert torch.equal(packed[:, :m], ref_packed) and torch.equal(valid[:, :m], ref_valid)
+    assert not valid[:, m:].any()
+    with pytest.raises(ValueError, match="max_count=10 must be between 1 and the 9 cells"):
+        pack_cells(cells, mask, max_count=10)
+
+
+def test_topk_packing_traces_without_a_graph_break():
+    def packed_topk(cells, fixed):
+        sel = select(presence(cells), "topk", k=3)
+        packed, valid, _ = pack_cells(cells, sel.mask, sel.count if fixed else None)
+        return (packed * valid[..., None]).sum()
+
+    cells = torch.randn(2, 9, 4)
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(packed_topk)(cells, True).graph_break_count == 0
+    torch._dynamo.reset()
+    # reading the count back (AdaHAN's way) breaks the graph: the case the fixed count avoids
+    assert torch._dynamo.explain(packed_topk)(cells, False).graph_break_count >= 1

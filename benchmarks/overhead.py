@@ -1,0 +1,244 @@
+"""What a training step costs beyond the model's own math: a plain PyTorch loop against ``Trainer.fit``.
+
+Each preset's training step is timed three ways in one process, the variants interleaved and repeated:
+
+- ``plain``: a loop over the same module and DataLoader: ``loss_terms``, sum, ``zero_grad``, backward,
+  ``optimizer.step`` (the optimizer of ``configure_optimizers``), nothing else;
+- ``bench``: ``Trainer.fit`` as the other benchmarks build it (``common.measure_training``: no logger, no
+  progress bar, no checkpointing, no validation);
+- ``cli``: ``Trainer.fit`` as ``cli.py fit`` builds it, from the experiment's own builders (``plan``,
+  ``build_datamodule``, ``build_model``, ``make_trainer``): CSV logger, progress bar, checkpointing,
+  attention pictures (``--viz_images=8``), validation at each epoch end; and ``cli-noviz``, the same with
+  ``--viz_images=0``.
+
+A step is the time from one training batch's start to the next one's (data loading, forward, backward,
+optimizer, logging, callbacks, progress bar), median over the steps of an epoch after ``--warmup``;
+intervals that span an epoch end are left out of the median and counted in ``run`` (the whole ``fit``
+divided by its steps, validation and pictures included). Times are the CPU time of the training thread
+(everything here runs in it: one torch thread, ``num_workers=0``), which other processes on a shared machine
+inflate far less than wall time; the wall-time ratio and the ratio of the fastest 10% of steps (``p10``)
+are printed beside it. The progress bar is drawn into /dev/null. RAM runs at batch 20 (the paper's and
+``configs/ram_mnist.yaml``'s) and 128; the other presets at their own batch. Presets whose dataset is not on
+disk run on random tensors of its shape (``*``). PHAM presets time phase 1.
+
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py [--only=ram_mnist,han_vqa] [--steps=40] [--warmup=5]
+        [--epochs=2] [--repeats=3] [--compile] [--json=benchmarks/results/overhead.json]
+
+Targets (issue 15): ``cli`` step within 10% of ``plain`` for RAM at batch 20, within 5% for every other
+preset. ``--compile`` adds ``plain`` and ``cli`` with ``--compile=true`` (``AttentionModel.compile_step``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from common import StepTimer, measure_training  # noqa: F401  (common sets the quiet logging and sys.path)
+from attention_lightning import experiment
+from throughput import SHAPES, Synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+WALL, CPU = 0, 1  # which clock of ``clocks()``
+# preset keys about the length of a run: each run here sets its own
+RUN_KEYS = {"max_epochs", "max_time", "max_steps", "train_size", "val_size", "test_size", "phase"}
+
+
+class Intervals(pl.Callback):
+    """Start-to-start time of consecutive training batches within an epoch (the step as a user waits for it)."""
+
+    def __init__(self) -> None:
+        self.times: List[List[float]] = []
+        self._last = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.times.append([])
+        self._last = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = clocks()
+        if self._last is not None:
+            self.times[-1].append(tuple(b - a for a, b in zip(self._last, now)))
+        self._last = now
+
+
+def clocks() -> Tuple[float, float]:
+    """(wall, this thread's CPU) seconds: on a shared machine the CPU time is what the step itself cost."""
+    return time.perf_counter(), time.thread_time()
+
+
+def preset_flags(cfg: Path, batch_size: int, steps: int, epochs: int) -> Tuple[Dict[str, Any], str]:
+    """The preset's flags for a run of ``epochs`` epochs of ``steps`` batches (and one validation batch)."""
+    flags = {k: v for k, v in yaml.safe_load(cfg.read_text()).items() if k not in RUN_KEYS}
+    flags.update(batch_size=batch_size, num_workers=0, accelerator="cpu", seed=0)
+    if flags.get("model") == "pham":
+        flags["phase"] = 1  # later phases need the previous phase's checkpoint; timed by pham_phases.py
+    if flags.get("data") in ("cluttered_mnist", "vqa_scenes"):
+        flags.update(train_size=steps * batch_size, val_size=batch_size, test_size=batch_size)
+    source = "real"
+    try:
+        experiment.build_datamodule(experiment.plan(flags)).setup("fit")
+    except Exception:  # dataset not on disk: random tensors of its shape
+        source = "synthetic"
+    return flags, source
+
+
+def datamodule(flags: Dict[str, Any], source: str, steps: int) -> pl.LightningDataModule:
+    if source == "real":
+        return experiment.build_datamodule(experiment.plan(flags))
+    dims, classes = SHAPES[flags["data"]]
+    return SyntheticWithVal(dims, classes, flags["batch_size"], steps * flags["batch_size"])
+
+
+class SyntheticWithVal(Synthetic):
+    """Random images of a dataset's shape; validation is their first batch."""
+
+    def val_dataloader(self):
+        return self._loader(torch.utils.data.Subset(self.train_set, range(self.batch_size)), shuffle=False)
+
+
+def run_plain(flags: Dict[str, Any], source: str, steps: int, epochs: int, compile: bool) -> Dict[str, float]:
+    """The module's own math: loss terms, backward and the optimizer, in a bare loop over the DataLoader."""
+    p = experiment.plan({**flags, "logger": "none"})
+    pl.seed_everything(0, verbose=False)
+    dm = datamodule(flags, source, steps)
+    model = experiment.build_model(p, dm)
+    if compile:
+        model.compile_step()
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt[0][0] if isinstance(opt, tuple) else opt
+    model.train()
+    times: List[List[Tuple[float, float]]] = []
+    t_run = clocks()
+    for _ in range(epochs):
+        times.append([])
+        last = None
+        for batch in loader:
+            now = clocks()
+            if last is not None:
+                times[-1].append(tuple(b - a for a, b in zip(last, now)))
+            last = now
+            terms, _ = model.loss_terms(batch, "train")
+            loss = sum(terms.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return {"times": times, "run_s": [b - a for a, b in zip(t_run, clocks())]}
+
+
+def run_trainer(flags: Dict[str, Any], source: str, steps: int, epochs: int, kind: str,
+                compile: bool = False) -> Dict[str, float]:
+    """``Trainer.fit`` as the benchmarks (``bench``) or as ``cli.py fit`` (``cli``, ``cli-noviz``) build it."""
+    timer = Intervals()
+    if kind == "bench":
+        p = experiment.plan({**flags, "logger": "none"})
+        pl.seed_everything(0, verbose=False)
+        dm = datamodule(flags, source, steps)
+        model = experiment.build_model(p, dm)
+        trainer = pl.Trainer(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             callbacks=[timer], accelerator="cpu")
+        t0 = clocks()
+        trainer.fit(model, datamodule=dm)
+        return {"times": timer.times, "run_s": [b - a for a, b in zip(t0, clocks())]}
+    with tempfile.TemporaryDirectory() as root:
+        cli_flags = {**flags, "logger": "csv", "default_root_dir": root, "max_epochs": epochs,
+                     "viz_images": 0 if kind == "cli-noviz" else 8}
+        if compile:
+            cli_flags["compile"] = True
+        p = experiment.plan(cli_flags)
+        pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
+        p.trainer_kwargs.pop("default_root_dir", None)
+        run_dir = experiment.run_dir_for(root, f"{p.model_name}-{p.data_name}")
+        dm = datamodule(flags, source, steps)
+        model = experiment.build_model(p, dm)
+        if compile:
+            model.compile_step()
+        trainer = experiment.make_trainer(p, run_dir, [timer])
+        t0 = clocks()
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # the progress bar: drawn, not shown
+            trainer.fit(model, datamodule=dm)
+        return {"times": timer.times, "run_s": [b - a for a, b in zip(t0, clocks())]}
+
+
+def step_ms(result: Dict[str, Any], warmup: int, clock: int, q: float = 0.5) -> float:
+    """Quantile ``q`` (median by default) of the start-to-start intervals (clock 0: wall, 1: CPU), without the
+    first ``warmup`` of each epoch."""
+    times = sorted(t[clock] for epoch in result["times"] for t in epoch[warmup:])
+    return 1000 * times[min(len(times) - 1, int(q * len(times)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="", help="comma-separated preset or model names (e.g. ram_mnist,han)")
+    ap.add_argument("--steps", type=int, default=40, help="training batches per epoch")
+    ap.add_argument("--warmup", type=int, default=5, help="steps of each epoch left out of the median")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of all variants, interleaved; medians reported")
+    ap.add_argument("--ram_batches", default="20,128", help="batch sizes for the RAM presets")
+    ap.add_argument("--compile", action="store_true", help="also time plain and cli with compile_step()")
+    ap.add_argument("--json", default="benchmarks/results/overhead.json")
+    args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    variants = ["plain", "bench", "cli", "cli-noviz"] + (["plain-compiled", "cli-compiled"] if args.compile else [])
+    print(f"torch threads: {torch.get_num_threads()}; load average at start: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    head = (f"{'preset':<20} {'batch':>5} " + " ".join(f"{v + ' ms':>12}" for v in variants)
+            + f" {'bench/plain':>11} {'cli/plain':>9} {'noviz/plain':>11} {'run cli/noviz':>13}")
+    print(head)
+    rows = []
+    for cfg in sorted((ROOT / "configs").glob("*.yaml")):
+        preset = yaml.safe_load(cfg.read_text())
+        if only and cfg.stem not in only and preset.get("model") not in only:
+            continue
+        batches = [int(b) for b in args.ram_batches.split(",")] if preset["model"] == "ram" else [preset["batch_size"]]
+        for batch in batches:
+            flags, source = preset_flags(cfg, batch, args.steps, args.epochs)
+            got: Dict[str, List[Dict[str, Any]]] = {v: [] for v in variants}
+            for _ in range(args.repeats):
+                for v in variants:
+                    if v.startswith("plain"):
+                        r = run_plain(flags, source, args.steps, args.epochs, compile=v.endswith("compiled"))
+                    else:
+                        r = run_trainer(flags, source, args.steps, args.epochs, v.replace("-compiled", ""),
+                                        compile=v.endswith("compiled"))
+                    got[v].append(r)
+            ms = {v: statistics.median(step_ms(r, args.warmup, CPU) for r in rs) for v, rs in got.items()}
+            wall = {v: statistics.median(step_ms(r, args.warmup, WALL) for r in rs) for v, rs in got.items()}
+            spread = {v: (min(step_ms(r, args.warmup, CPU) for r in rs), max(step_ms(r, args.warmup, CPU) for r in rs))
+                      for v, rs in got.items()}
+            low = {v: statistics.median(step_ms(r, args.warmup, CPU, 0.1) for r in rs) for v, rs in got.items()}
+            run = {v: statistics.median(1000 * r["run_s"][CPU] / (args.steps * args.epochs) for r in rs)
+                   for v, rs in got.items()}
+            name = cfg.stem + ("*" if source == "synthetic" else "")
+            line = (f"{name:<20} {batch:>5} " + " ".join(f"{ms[v]:>12.2f}" for v in variants)
+                    + f" {ms['bench'] / ms['plain']:>11.3f} {ms['cli'] / ms['plain']:>9.3f}"
+                    f" {ms['cli-noviz'] / ms['plain']:>11.3f} {run['cli'] / run['cli-noviz']:>13.3f}"
+                    f" {wall['cli'] / wall['plain']:>14.3f} {low['cli'] / low['plain']:>12.3f}")
+            if args.compile:
+                line += (f"  compiled plain {ms['plain'] / ms['plain-compiled']:.2f}x, "
+                         f"compiled cli {ms['plain'] / ms['cli-compiled']:.2f}x faster than eager plain")
+            print(line, flush=True)
+            rows.append({"preset": cfg.stem, "batch_size": batch, "source": source, "cpu_step_ms": ms, "wall_step_ms": wall, "cpu_step_ms_p10": low,
+                         "step_ms_min_max": spread, "cpu_run_ms_per_step": run})
+    print(f"step = median start-to-start CPU time (this thread) of training batches (data loading included), {args.steps} "
+          f"batches x {args.epochs} epochs, first {args.warmup} of each epoch left out, median of {args.repeats} "
+          f"interleaved rounds; run = whole fit / steps (validation of one batch per epoch and, for cli, the "
+          f"attention pictures included); * = random tensors of the dataset's shape")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"variants": variants, "results": rows, "args": vars(args)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Training-step logging through ``TrainLog`` shows what Lightning's ``self.log`` showed: same metrics.csv
+columns, same step and epoch values, same progress-bar keys."""
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+
+from attention_lightning import experiment
+from attention_lightning.models.base import AttentionModel
+
+from tiny import TINY_FLAGS, tiny_flags
+
+
+def read_metrics(run_dir: str):
+    with open(Path(run_dir) / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def fit_rows(tmp_path: Path, name: str, model: str, **extra):
+    # 4 steps per epoch, 2 epochs, the logger writing every 3rd step: the writes fall at different batches of
+    # the two epochs; pictures off (they do not touch metrics.csv)
+    flags = tiny_flags(model, default_root_dir=str(tmp_path / name), max_epochs=2, log_every_n_steps=3,
+                       limit_test_batches=0, **extra)
+    if model == "han":
+        flags.update(train_size=32, val_size=16, test_size=16)
+    summary = experiment.fit(flags)
+    return read_metrics(summary["run_dir"])
+
+
+def by_step(rows):
+    """{(epoch, step): {column: value}} of the non-empty cells."""
+    out = {}
+    for row in rows:
+        cells = {k: float(v) for k, v in row.items() if v not in ("", None) and k not in ("epoch", "step")}
+        out.setdefault((row["epoch"], row["step"]), {}).update(cells)
+    return out
+
+
+@pytest.mark.parametrize("model", sorted(TINY_FLAGS))
+def test_metrics_csv_has_lightnings_keys_and_values(tmp_path, monkeypatch, model):
+    ours = fit_rows(tmp_path, "ours", model)
+    with monkeypatch.context() as m:  # the reference: every call through Lightning's own self.log
+        m.setattr(AttentionModel, "log", pl.LightningModule.log)
+        ref = fit_rows(tmp_path, "ref", model)
+    assert set(ours[0]) == set(ref[0])
+    assert {"train/loss_step", "train/loss_epoch", "train/acc_step", "train/acc_epoch"} <= set(ours[0])
+    got, want = by_step(ours), by_step(ref)
+    assert got.keys() == want.keys()
+    for at, cells in want.items():
+        assert got[at].keys() == cells.keys(), at
+        for k, v in cells.items():
+            assert math.isclose(got[at][k], v, rel_tol=1e-5, abs_tol=1e-6), (at, k, got[at][k], v)
+
+
+def test_step_values_written_only_when_the_logger_writes(tmp_path):
+    rows = fit_rows(tmp_path, "ours", "ram")
+    steps = sorted(int(r["step"]) for r in rows if r.get("train/loss_step"))
+    # 8 optimizer steps (4 per epoch); Lightning's logger writes step values after its 3rd and 6th (steps 2 and 5)
+    assert steps == [2, 5]
+    epochs = [r for r in rows if r.get("train/loss_epoch")]
+    assert [int(r["epoch"]) for r in epochs] == [0, 1]
+    # every training term of RAM has its epoch curve, including the one the model logs itself
+    for key in ("train/ce_epoch", "train/baseline_epoch", "train/reinforce_epoch", "train/reward_epoch"):
+        assert all(r.get(key) for r in epochs), key
+
+
+def test_progress_bar_keeps_its_keys():
+    trainer_metrics = {}
+
+    class Grab(pl.Callback):
+        def on_train_end(self, trainer, pl_module):
+            trainer_metrics.update(trainer.progress_bar_metrics)
+
+    flags = tiny_flags("ram", logger="none", max_epochs=1, log_every_n_steps=1, limit_test_batches=0)
+    experiment.fit(flags, extra_callbacks=[Grab()])
+    assert {"train/loss_step", "train/acc_step", "train/loss_epoch", "train/acc_epoch", "val/loss",
+            "val/acc"} <= set(trainer_metrics)
