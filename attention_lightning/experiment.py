@@ -141,6 +141,23 @@ def plan(flags: Mapping[str, Any], command: str = "fit") -> Plan:
     return Plan(model_entry.name, data_entry.name, routed["model"], routed["data"], routed["trainer"], cli)
 
 
+def help_text(command: str, flags: Mapping[str, Any]) -> str:
+    """``--help`` for ``command``: its own flags, then the model's, the datamodule's and the Trainer's."""
+    from .help import render
+
+    merged = merge_flags(flags)
+    try:
+        model_cls = registry.get_model(str(merged["model"])).cls
+        data_cls = registry.get_datamodule(str(merged["data"])).cls
+    except registry.RegistryError as e:
+        raise UserError(str(e)) from None
+    sigs = signatures(model_cls, data_cls)
+    groups = {f"model ({merged['model']})": (model_cls, sigs["model"]),
+              f"data ({merged['data']})": (data_cls, sigs["data"]), "trainer": (pl.Trainer, sigs["trainer"])}
+    preset = str(flags["config"]) if flags.get("config") else None
+    return render(command, list(COMMAND_FLAGS[command]), groups, preset, load_config(preset) if preset else None)
+
+
 def build_datamodule(p: Plan) -> pl.LightningDataModule:
     cls = registry.get_datamodule(p.data_name).cls
     try:
@@ -276,6 +293,9 @@ class RunInfo(Callback):
         used = described.split(" ", 1)[0]
         if used in ("mnist", "embedded") and getattr(dm, "hparams", {}).get("digits") == "auto":
             dm.hparams["digits"] = used
+            initial = getattr(dm, "_hparams_initial", None)  # what Lightning hands to the loggers
+            if initial is not None:
+                initial["digits"] = used
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         checkpoint[CKPT_KEY] = dict(self.meta)
