@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import netrc
 import os
 import re
 import shlex
+import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from . import registry
 from .flags import FlagError, parameters, route
 from .models.base import ConfigError, NonFiniteLossError
-from .runio import (DISK_ERRORS, NEXT_LOG_STEP, AppendingCSVLogger, AtomicCheckpointIO, LastCheckpoint, TrainStream,
+from .runio import (DISK_ERRORS, NEXT_LOG_STEP, StopTraining, AppendingCSVLogger, AtomicCheckpointIO, LastCheckpoint, TrainStream,
                     claim_run_dir, find_claimed, newest_state, remove_tmp, trim_metrics)
 
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
@@ -52,6 +55,23 @@ TRAINER_MANAGED = ("logger", "callbacks", "enable_checkpointing", "plugins")  # 
 DEFAULTS: Dict[str, Any] = {"model": "dham", "data": "cluttered_mnist", "seed": 0, "logger": "csv",
                             "max_epochs": 3, "default_root_dir": "runs"}
 CKPT_KEY = "attention_lightning"
+
+
+class _DropThirdPartyTips(logging.Filter):
+    """Drops Lightning's advertisement for another product from the run's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).lstrip().startswith("\U0001f4a1 Tip: For seamless cloud logging")
+
+
+def quiet_third_party() -> None:
+    """Filter the exact third-party lines that say nothing about the run (issue 13): a product tip and a
+    deprecation inside pytorch_lightning's own code."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropThirdPartyTips) for f in log.filters):
+            log.addFilter(_DropThirdPartyTips())
 
 
 class UserError(ValueError):
@@ -240,13 +260,14 @@ def check_wandb_credentials() -> None:
 
 def make_logger(kind: str, run_dir: Path, run_name: str, project: str = "attention-lightning"):
     root, version = str(run_dir.parent.parent), run_dir.name
+    number = int(version.split("_")[1])  # the folder is version_<number>; the progress bar's v_num shows it
     if kind == "none":
         return False
     if kind == "csv":
-        return AppendingCSVLogger(root, name=run_name, version=version)
+        return AppendingCSVLogger(root, name=run_name, version=number)
     if kind == "tensorboard":
         from pytorch_lightning.loggers import TensorBoardLogger
-        return TensorBoardLogger(root, name=run_name, version=version, default_hp_metric=False)
+        return TensorBoardLogger(root, name=run_name, version=number, default_hp_metric=False)
     from pytorch_lightning.loggers import WandbLogger
     run_dir.mkdir(parents=True, exist_ok=True)
     # the run id is tied to the run directory, so --resume continues the same wandb run
@@ -346,6 +367,9 @@ def make_trainer(p: Plan, run_dir: Path, extra_callbacks: Optional[List[Callback
             extra.append(AttentionLogger(p.cli.get("viz_every_n_steps", 500), p.cli.get("viz_images", 8)))
         except ValueError as e:
             raise UserError(str(e)) from None
+    if kwargs.get("enable_progress_bar", True) and not sys.stdout.isatty():
+        from .progress import EpochLines
+        extra.append(EpochLines())  # a log file gets one line per epoch, not a bar's redraws
     callbacks = callbacks_for(run_dir, extra, p.cli.get("checkpoint_every_n_minutes", 10.0),
                               p.cli.get("checkpoint_every_n_steps", 0), slurm_requeue=slurm)
     try:
@@ -368,8 +392,7 @@ def run_faults(run_dir: Path):
         if e.errno not in DISK_ERRORS:
             raise
         remove_tmp(run_dir)
-        where = e.filename or run_dir
-        raise UserError(f"cannot write {where}: {DISK_ERRORS[e.errno]}; free space or pass a writable "
+        raise UserError(f"cannot write to {run_dir}: {DISK_ERRORS[e.errno]}; free space or pass a writable "
                         f"--default_root_dir (a run that saved a checkpoint continues with --resume=last)") from None
     except BaseException:
         remove_tmp(run_dir)
@@ -414,6 +437,7 @@ def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = No
     A model class whose ``stages(model_kwargs)`` returns stages is trained by ``fit_stages``;
     ``save_last`` writes ``last.ckpt`` even when the Trainer wrote none (``fast_dev_run``).
     """
+    quiet_third_party()
     p = plan(flags)
     stages = getattr(registry.get_model(p.model_name).cls, "stages", None)
     stage_list = stages(dict(p.model_kwargs)) if callable(stages) else []
@@ -445,15 +469,23 @@ def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = No
         reason = DISK_ERRORS.get(e.errno, e.strerror)
         raise UserError(f"cannot create the run folder under {Path(root) / name}: {reason}; "
                         f"pass a writable --default_root_dir") from None
-    dm = build_datamodule(p)
-    model = build_model(p, dm)
-    stream = TrainStream(dm, p.cli["seed"])
-    trainer = make_trainer(p, run_dir, [stream, *(extra_callbacks or [])])
+    try:
+        dm = build_datamodule(p)
+        model = build_model(p, dm)
+        stream = TrainStream(dm, p.cli["seed"])
+        trainer = make_trainer(p, run_dir, [stream, *(extra_callbacks or [])])
+    except BaseException:
+        if not ckpt_path and rank_zero and {q.name for q in run_dir.iterdir()} <= {".claim"}:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a run that could not start leaves no empty folder
+        raise
     last_cb = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
     with user_errors(), run_faults(run_dir), warnings.catch_warnings():
         # TrainStream keeps the train loader's position itself, in its callback state
         warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
-        trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        try:
+            trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+        except StopTraining:
+            pass  # last_cb.stop_reason says why
     summary: Dict[str, Any] = {"run_dir": str(run_dir), "digits": getattr(dm, "digit_source", None)}
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
@@ -482,6 +514,7 @@ def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = No
 
 def test(flags: Mapping[str, Any]) -> Dict[str, Any]:
     """Evaluate ``--ckpt`` on its datamodule's test split (datamodule flags may be overridden)."""
+    quiet_third_party()
     flags = dict(flags)
     ckpt = flags.pop("ckpt", None)
     if not ckpt:

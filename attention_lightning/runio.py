@@ -39,6 +39,10 @@ NEXT_LOG_STEP = "attention_lightning_next_log_step"  # checkpoint key: rows logg
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGUSR1: "SLURM pre-emption (SIGUSR1)"}
 
 
+class StopTraining(Exception):
+    """Raised at a batch boundary after ``last.ckpt`` was saved on Ctrl-C or SIGUSR1: nothing more is trained."""
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Optional[Any] = None) -> None:
         path = os.fspath(path)
@@ -268,11 +272,11 @@ class LastCheckpoint(ModelCheckpoint):
             due = trainer.strategy.reduce_boolean_decision(due, all=False)
         if (asked or due) and not self._should_skip_saving_checkpoint(trainer):
             self.save(trainer, at_batch_start=True)
-        if asked:  # nothing is saved after this: the state on disk is the one to resume from
+        if asked:  # stop before this batch: the state on disk is exactly where training stopped
             self.stop_reason = STOP_SIGNALS.get(self._signal, "a stop request")
             if self._signal == signal.SIGUSR1 and trainer.is_global_zero:
                 self.requeued = requeue_slurm_job()
-            trainer.should_stop = True
+            raise StopTraining(self.stop_reason)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):

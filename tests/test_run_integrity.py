@@ -4,6 +4,7 @@ fault ends in one line, exit status 2, with nothing half-written."""
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -61,9 +62,10 @@ def wait_for(predicate, proc, timeout=240.0):
 
 def one_error_line(out) -> str:
     lines = out.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
     assert out.returncode == 2, out.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-3000:]
-    return lines[0]
+    assert len(errors) == 1 and lines[-1] == errors[0] and "Traceback" not in out.stderr, out.stderr[-3000:]
+    return errors[0]
 
 
 # 1. last.ckpt is the state at the end of the latest validation, improved or not
@@ -257,7 +259,7 @@ def test_ctrl_c_saves_prints_the_resume_command_and_the_command_continues(tmp_pa
     assert 0 < saved < 2 * 480 // 8 and not list(tmp_path.rglob("*.tmp"))
     command = line.split("continue with: ", 1)[1]
     assert command.startswith("python cli.py fit ")
-    resumed = subprocess.run([sys.executable, *command.split()[1:]], cwd=ROOT, env=env(), capture_output=True,
+    resumed = subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=ROOT, env=env(), capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     steps = [s for s, _ in train_rows(tmp_path / RUN)]
