@@ -75,6 +75,18 @@ COMMANDS = {"list": list_, "fit": fit, "test": test, "visualize": visualize}
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    if "--" in args:  # fire would read what follows as its own flags (and run the command anyway)
+        command = args[0] if args and args[0] in COMMANDS else "fit"
+        _fail(f"`--` is not a flag of `{command}`; write flags as --name=value, and ask for help with "
+              f"`python cli.py {command} --help`")
+    if args and args[0] in ("fit", "test", "visualize") and ("--help" in args or "-h" in args):
+        given = dict(a[2:].split("=", 1) for a in args[1:] if a.startswith("--") and "=" in a)
+        try:
+            print(experiment.help_text(args[0], {k: v for k, v in given.items() if k in ("model", "data", "config")}))
+        except UserError as e:
+            _fail(str(e))
+        return
     fire.Fire(COMMANDS)
 
 
