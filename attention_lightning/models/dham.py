@@ -8,6 +8,7 @@ through the sampler (d crop / d (tx, ty, s)) and the moments. Works on any input
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Sequence, Tuple
 
 import torch
@@ -26,11 +27,14 @@ from .base import AttentionModel
 class AttentionHead(nn.Module):
     """Conv layers without pooling ending in one logit map; ``padding='same'|'valid'``.
 
-    ``stride`` > 1 applies to the first conv only (a cheaper, coarser map on large inputs); map cell i
-    then sits on input pixel ``i * stride + offset``, which the moments use, so the crop stays aligned.
+    ``stride`` > 1 applies to the first conv only (a cheaper, coarser map on large inputs); ``pool`` > 1
+    first averages the input over ``pool`` x ``pool`` blocks (noise falls by the factor ``pool``, the map
+    and its cost by ``pool``^2). Map cell i then sits on input pixel ``i * stride + offset`` (``stride`` and
+    ``offset`` here counting the pooling), which the moments use, so the crop stays aligned.
     """
 
-    def __init__(self, in_channels: int, channels: Sequence[int], kernel_size: int, padding: str, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, channels: Sequence[int], kernel_size: int, padding: str, stride: int = 1,
+                 pool: int = 1) -> None:
         super().__init__()
         if padding not in ("same", "valid"):
             raise ValueError(f"head padding {padding!r} is not supported; use --head_padding=same or valid")
@@ -38,6 +42,8 @@ class AttentionHead(nn.Module):
             raise ValueError(f"--head_kernel={kernel_size} must be odd so each map cell has a centre pixel")
         if stride < 1:
             raise ValueError(f"--head_stride={stride} must be at least 1")
+        if pool < 1:
+            raise ValueError(f"--head_pool={pool} must be at least 1")
         r = kernel_size // 2
         pad = r if padding == "same" else 0
         layers, c, widths = [], in_channels, list(channels) + [1]
@@ -47,20 +53,45 @@ class AttentionHead(nn.Module):
                 layers += [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
             c = out
         self.net = nn.Sequential(*layers)
-        self.stride = stride
-        # map cell i is centred on input pixel i * stride + offset: the first conv's window centre is at
-        # input pixel stride*i - pad + r; each later unpadded conv moves it by r cells (r*stride pixels)
+        self.pool = pool
+        self.stride = stride * pool
+        # map cell i is centred on pooled pixel i * stride + o: the first conv's window centre is at pooled
+        # pixel stride*i - pad + r; each later unpadded conv moves it by r cells (r*stride pooled pixels).
+        # Pooled pixel j averages input pixels j*pool .. j*pool + pool - 1, centred on j*pool + (pool - 1)/2.
         later = 0 if padding == "same" else (len(widths) - 1) * r * stride
-        self.offset = r - pad + later
+        self.offset = (r - pad + later) * pool + (pool - 1) / 2
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net(images).squeeze(1)  # (B, H - 2*offset, W - 2*offset)
+        if self.pool > 1:
+            images = F.avg_pool2d(images, self.pool)  # (B, C, H // pool, W // pool)
+        return self.net(images).squeeze(1)  # (B, h', w')
 
     def cell_centers(self, map_size: Tuple[int, int], image_size: Tuple[int, int], device=None) -> Tuple[Tensor, Tensor]:
         """Normalized x (w',) and y (h',) centres of the map's cells in an image of ``image_size`` (H, W)."""
         (mh, mw), (h, w) = map_size, image_size
         return (pixel_centers(mw, self.offset, w, self.stride, device=device),
                 pixel_centers(mh, self.offset, h, self.stride, device=device))
+
+
+def mip_crop(images: Tensor, center: Tensor, half: Tensor, out_size: int) -> Tensor:
+    """Anti-aliased ``affine_crop``: (B, C, H, W) -> (B, C, out, out), sampled from a mean-pooled pyramid.
+
+    Output pixels of a crop of half size s lie ``step = s * max(H, W) / out_size`` input pixels apart. Level j
+    of the pyramid is the image mean-pooled over 2^j x 2^j blocks (levels exist while H and W divide by 2^j);
+    the crop is read at level log2(step), clamped to the pyramid, blending the two nearest levels linearly
+    (trilinear mipmapping), so a zoomed-out crop averages the pixels it covers (noise falls with the zoom)
+    instead of point-sampling them. At step <= 1 it is ``affine_crop``. Differentiable in images, centre and s.
+    """
+    h, w = images.shape[-2:]
+    levels = [images]
+    while h % 2 ** len(levels) == 0 and w % 2 ** len(levels) == 0 and min(h, w) // 2 ** len(levels) >= 2:
+        levels.append(F.avg_pool2d(levels[-1], 2))  # (B, C, H / 2^j, W / 2^j)
+    crops = torch.stack([affine_crop(x, center, half, out_size) for x in levels])  # (L, B, C, out, out)
+    step = half.float() * max(h, w) / out_size  # (B,) input pixels between output pixels
+    level = torch.log2(step.clamp_min(1e-6)).clamp(0, len(levels) - 1)  # (B,)
+    j = torch.arange(len(levels), device=images.device, dtype=level.dtype)[:, None]  # (L, 1)
+    weight = (1 - (level[None] - j).abs()).clamp_min(0)  # (L, B) hat functions: two neighbours sum to 1
+    return (weight[:, :, None, None, None].to(crops.dtype) * crops).sum(0)  # (B, C, out, out)
 
 
 class SmallCNN(nn.Module):
@@ -89,7 +120,9 @@ class DHAM(AttentionModel):
         head_kernel: int = 5,
         head_padding: str = "same",
         head_stride: int = 2,
+        head_pool: int = 1,
         crop_size: int = 28,
+        crop_antialias: bool = False,
         scale_norm: str = "l2",
         scale_factor: float = 2.0,
         learn_scale_factor: bool = True,
@@ -103,7 +136,7 @@ class DHAM(AttentionModel):
         if scale_norm not in ("l1", "l2"):
             raise ValueError(f"--scale_norm={scale_norm!r} is not supported; use l1 or l2")
         self.check_positive(crop_size=crop_size, scale_factor=scale_factor, lr=lr)
-        self.head = AttentionHead(in_channels, head_channels, head_kernel, head_padding, head_stride)
+        self.head = AttentionHead(in_channels, head_channels, head_kernel, head_padding, head_stride, head_pool)
         log_factor = torch.tensor(float(scale_factor)).log()
         if learn_scale_factor:
             self.log_scale_factor = nn.Parameter(log_factor)
@@ -127,7 +160,8 @@ class DHAM(AttentionModel):
 
     def crop(self, images: Tensor) -> Tuple[Tensor, PmfMoments, Tensor]:
         moments, half = self.locate(images)
-        view = affine_crop(images, moments.center, half, self.hparams.crop_size)  # (B, C, crop, crop)
+        crop = mip_crop if self.hparams.crop_antialias else affine_crop
+        view = crop(images, moments.center, half, self.hparams.crop_size)  # (B, C, crop, crop)
         return view, moments, half
 
     def forward(self, images: Tensor) -> Tensor:

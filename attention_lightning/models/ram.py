@@ -33,7 +33,7 @@ nothing. Adam at 1e-3 with reinforce_weight 0.1 trains (``--optimizer=sgd --mome
 """
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Literal, NamedTuple, Optional, Sequence, Tuple
 
 import math
 
@@ -102,6 +102,12 @@ class RAM(AttentionModel):
         lr_decay: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        first_location: Literal["learned", "random"] = "learned",
+        locator_hidden: int = 0,
+        clamp: bool = False,
+        detach_policy: bool = False,
+        input_mean: float = 0.0,
+        input_std: float = 1.0,
     ) -> None:
         super().__init__(num_classes, lr, weight_decay)
         self.save_hyperparameters()
@@ -120,12 +126,18 @@ class RAM(AttentionModel):
             raise ValueError(f"glimpse size {glimpse_size} exceeds the {h}x{w} image; use --glimpse_size <= {min(h, w)}")
         if reinforce_weight < 0:
             raise ValueError(f"--reinforce_weight={reinforce_weight} must be 0 or more")
+        if first_location not in ("learned", "random"):
+            raise ValueError(f"--first_location={first_location!r} is not supported; use learned or random")
+        if locator_hidden < 0:
+            raise ValueError(f"--locator_hidden={locator_hidden} must be 0 (a linear locator) or more")
+        self.check_positive(input_std=input_std)
         self.sensor = GlimpseSensor(glimpse_size, depth, scale)
         self.glimpse_net = GlimpseNetwork(depth * in_channels * glimpse_size**2, glimpse_hidden, location_hidden,
                                           hidden_size)
         cell = nn.RNNCell if core == "rnn" else nn.LSTMCell
         self.core = cell(hidden_size, hidden_size, **({"nonlinearity": "relu"} if core == "rnn" else {}))
-        self.locator = nn.Linear(hidden_size, 2)
+        self.locator = nn.Linear(hidden_size, 2) if locator_hidden == 0 else nn.Sequential(
+            nn.Linear(hidden_size, locator_hidden), nn.ReLU(), nn.Linear(locator_hidden, 2))
         self.baseline = nn.Linear(hidden_size, 1)
         self.classifier = nn.Linear(hidden_size, num_classes)
         for stage in ("val", "test"):
@@ -136,36 +148,71 @@ class RAM(AttentionModel):
     # --- the policy ------------------------------------------------------------------------------
     def policy_mean(self, state: Tensor) -> Tensor:
         """Mean (B, 2) of the location policy at core output ``state`` (B, hidden), in float32."""
+        if self.hparams.detach_policy:
+            state = state.detach()  # REINFORCE then trains the locator only, not the core it reads
         with torch.autocast(device_type=state.device.type, enabled=False):
             return torch.tanh(self.locator(state.float()))  # (B, 2)
 
     def act(self, mean: Tensor, sample: bool) -> Tensor:
-        """The location to look at: a draw from N(mean, std^2 I) (torch's global RNG) or the mean itself."""
+        """The location to look at: a draw from N(mean, std^2 I) (torch's global RNG), clamped to [-1, 1]
+        when ``clamp``, or the mean itself."""
         # the location is an action: a constant to everything downstream (no gradient through sampling)
         if not sample:
             return mean.detach()
-        return (mean + self.hparams.std * torch.randn_like(mean)).detach()
+        loc = mean + self.hparams.std * torch.randn_like(mean)
+        return (loc.clamp(-1.0, 1.0) if self.hparams.clamp else loc).detach()
 
     def log_prob(self, loc: Tensor, mean: Tensor) -> Tensor:
-        """log N(loc; mean, std^2 I) (B,), in float32: the density of the location actually used."""
+        """log pi(loc | mean) (B,), in float32, of the location actually used.
+
+        Without ``clamp`` this is the Gaussian density log N(loc; mean, std^2 I). With ``clamp`` a draw
+        beyond an edge is moved onto it, so the policy is a Gaussian censored at -1 and +1: per coordinate,
+        a location strictly inside has the Gaussian density, and one on an edge has the probability of
+        all draws past that edge, log Phi((-1 - mean) / std) or log Phi((mean - 1) / std).
+        """
         std = self.hparams.std
         with torch.autocast(device_type=mean.device.type, enabled=False):
-            z = (loc.float() - mean.float()) / std
-            return (-0.5 * z.square() - math.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)  # (B,)
+            loc, mean = loc.float(), mean.float()
+            z = (loc - mean) / std
+            log_pi = -0.5 * z.square() - math.log(std) - 0.5 * math.log(2 * math.pi)  # (B, 2)
+            if self.hparams.clamp:
+                low = torch.special.log_ndtr((-1.0 - mean) / std)  # (B, 2) log P(draw <= -1)
+                high = torch.special.log_ndtr((mean - 1.0) / std)  # (B, 2) log P(draw >= +1)
+                log_pi = torch.where(loc <= -1.0, low, torch.where(loc >= 1.0, high, log_pi))
+            return log_pi.sum(-1)  # (B,)
+
+    def random_first(self, b: int, h: Tensor, sample: bool) -> Tuple[Tensor, Tensor, Tensor]:
+        """``first_location='random'``: l_0 (B, 2) uniform on [-1, 1]^2 when sampling, else that distribution's
+        mean (the image center); no parameter chooses it, so its log pi (B,) is 0 and it gets no policy gradient."""
+        mean = h.new_zeros(b, 2, dtype=torch.float32)  # (B, 2)
+        loc = torch.rand_like(mean) * 2 - 1 if sample else mean
+        return loc, mean, h.new_zeros(b, dtype=torch.float32)
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """(images - input_mean) / input_std: what the sensor reads (outside the image it reads 0)."""
+        mean, std = self.hparams.input_mean, self.hparams.input_std
+        return images if (mean, std) == (0.0, 1.0) else (images - mean) / std
 
     # --- one episode -----------------------------------------------------------------------------
     def rollout(self, images: Tensor, sample: bool = True, locations: Optional[Tensor] = None,
                 keep_glimpses: bool = False) -> Rollout:
         """Run T glimpses on (B, C, H, W) images; ``locations`` (B, T, 2) forces where to look (tests, analysis)."""
         b = images.shape[0]
+        images = self.normalize(images)
         hidden = self.hparams.hidden_size
         h = images.new_zeros(b, hidden, dtype=torch.float32)  # h_0
         state: Any = h if self.hparams.core == "rnn" else (h, torch.zeros_like(h))
         logits, locs, means, log_pis, baselines, views = [], [], [], [], [], []
         for t in range(self.hparams.glimpses):
-            mean = self.policy_mean(h)  # (B, 2) the policy at h_{t-1}
-            loc = self.act(mean, sample) if locations is None else locations[:, t].detach().float()
-            log_pis.append(self.log_prob(loc, mean))
+            forced = None if locations is None else locations[:, t].detach().float()
+            if t == 0 and self.hparams.first_location == "random":
+                loc, mean, log_pi = self.random_first(b, h, sample)
+                loc = loc if forced is None else forced
+            else:
+                mean = self.policy_mean(h)  # (B, 2) the policy at h_{t-1}
+                loc = self.act(mean, sample) if forced is None else forced
+                log_pi = self.log_prob(loc, mean)  # (B,)
+            log_pis.append(log_pi)
             # the baseline only estimates the return: fitting it must not move the core or glimpse net
             baselines.append(self.baseline(h.detach()).squeeze(-1).float())
             patches = self.sensor(images, loc)  # (B, D*C, g, g)
@@ -229,12 +276,16 @@ class RAM(AttentionModel):
         return terms, greedy[:, -1]
 
     def configure_optimizers(self):
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
+        return self.optimizer_for(total)
+
+    def optimizer_for(self, total: float):
+        """The optimizer, with linear decay of the learning rate to 0 over ``total`` steps when ``lr_decay``."""
         hp = self.hparams
         if hp.optimizer == "sgd":
             opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         else:
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
         if not hp.lr_decay or not math.isfinite(total) or total <= 0:
             return opt
         # the paper anneals the learning rate linearly to 0 over training
@@ -251,6 +302,6 @@ class RAM(AttentionModel):
         return Attention(
             images=images, probs=run.logits.float().softmax(-1),
             boxes=self.sensor.boxes(run.locations, self.image_size),  # (B, T, D, 4) every scale
-            views=run.glimpses[:, :, :c],  # (B, T, C, g, g) the finest scale
+            views=run.glimpses[:, :, :c] * self.hparams.input_std + self.hparams.input_mean,  # (B, T, C, g, g) finest
             labels=batch[1] if isinstance(batch, (list, tuple)) else None, map_title="glimpses",
         )
