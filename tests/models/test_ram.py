@@ -14,8 +14,10 @@ from attention_lightning.nn.glimpse import glimpse
 
 
 def small(**kw):
+    """A small RAM in the paper's setting (REINFORCE into the core, linear locator, no clamping) unless overridden."""
     args = dict(num_classes=3, image_size=(12, 12), glimpses=3, glimpse_size=4, depth=2, glimpse_hidden=16,
-                location_hidden=8, hidden_size=16, std=0.2, reinforce_weight=1.0)
+                location_hidden=8, hidden_size=16, std=0.2, reinforce_weight=1.0, detach_policy=False,
+                locator_hidden=0, clamp=False)
     args.update(kw)
     return RAM(**args)
 
@@ -171,11 +173,15 @@ def train_toy(model, steps, seed):
 
 
 @pytest.mark.slow
-def test_reinforce_learns_where_to_look():
+@pytest.mark.parametrize("setting", [
+    dict(reinforce_weight=1.0, detach_policy=False, locator_hidden=0, clamp=False),  # the paper's
+    dict(),  # the defaults: detached policy with a hidden layer, clamped locations, weight 0.01
+])
+def test_reinforce_learns_where_to_look(setting):
     kw = dict(num_classes=2, image_size=(16, 16), glimpses=2, glimpse_size=4, depth=1, glimpse_hidden=32,
               location_hidden=16, hidden_size=32, std=0.3)
     torch.manual_seed(0)
-    learned_acc, locs = train_toy(RAM(reinforce_weight=1.0, **kw), 150, seed=0)
+    learned_acc, locs = train_toy(RAM(**setting, **kw), 150, seed=0)
     torch.manual_seed(0)
     random_acc, _ = train_toy(RandomLocations(reinforce_weight=0.0, **kw), 150, seed=0)
     assert learned_acc > 0.9, (learned_acc, random_acc)
