@@ -5,6 +5,12 @@ expectation gives the translation (tx, ty) and whose expected L1/L2 distance fro
 gives the half size s of a square crop. A bilinear sampler cuts that crop (default 28x28) out of the
 input image and a small CNN classifies it. Only cross-entropy trains the head: the gradient reaches it
 through the sampler (d crop / d (tx, ty, s)) and the moments. Works on any input size.
+
+On noisy inputs (``configs/dham_noisy120.yaml``, issue 17) two options matter: ``head_pool`` averages the
+input before the head, so a randomly initialized head already responds more to the digit than to the
+noise, and ``crop_antialias`` reads a zoomed-out crop from a mean-pooled pyramid, so the classifier sees
+the digit with the noise averaged out before the crop has learned to zoom in (the bilinear sampler
+point-samples the noise at full strength, which left the model at chance).
 """
 from __future__ import annotations
 
@@ -112,6 +118,27 @@ class SmallCNN(nn.Module):
 
 @register_model("dham", "Differentiable hard attention: conv head -> spatial softmax -> shift/scale crop -> CNN")
 class DHAM(AttentionModel):
+    """Differentiable hard attention: one shift/scale crop located by a spatial softmax, then a small CNN.
+
+    Arguments:
+        num_classes: number of classes.
+        in_channels: image channels.
+        head_channels: widths of the attention head's hidden conv layers (before the final 1-channel map).
+        head_kernel: odd kernel size of every head conv.
+        head_padding: same (map as large as the input) or valid (border cells dropped).
+        head_stride: stride of the head's first conv (a coarser, cheaper map).
+        head_pool: average the input over head_pool x head_pool blocks before the head (1: no pooling).
+        crop_size: side in pixels of the crop the classifier reads.
+        crop_antialias: read the crop from a mean-pooled pyramid at the crop's zoom (no aliasing of noise).
+        scale_norm: l1 or l2 expected distance from the pmf's centre, which sets the crop size.
+        scale_factor: crop half size = scale_factor x the pmf's expected distance ([-1, 1] coordinates).
+        learn_scale_factor: train the scale factor (else a fixed buffer).
+        classifier_channels: widths of the classifier's conv-pool blocks.
+        classifier_hidden: width of the classifier's hidden layer.
+        lr: Adam learning rate.
+        weight_decay: L2 weight decay.
+    """
+
     def __init__(
         self,
         num_classes: int = 10,
