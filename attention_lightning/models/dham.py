@@ -131,6 +131,7 @@ class DHAM(AttentionModel):
         crop_size: side in pixels of the crop the classifier reads.
         crop_antialias: read the crop from a mean-pooled pyramid at the crop's zoom (no aliasing of noise).
         scale_norm: l1 or l2 expected distance from the pmf's centre, which sets the crop size.
+        pmf_temperature: the head's logits are divided by it (its last conv starts multiplied by it: same initial pmf).
         scale_factor: crop half size = scale_factor x the pmf's expected distance ([-1, 1] coordinates).
         learn_scale_factor: train the scale factor (else a fixed buffer).
         classifier_channels: widths of the classifier's conv-pool blocks.
@@ -151,6 +152,7 @@ class DHAM(AttentionModel):
         crop_size: int = 28,
         crop_antialias: bool = False,
         scale_norm: str = "l2",
+        pmf_temperature: float = 1.0,
         scale_factor: float = 2.0,
         learn_scale_factor: bool = True,
         classifier_channels: Sequence[int] = (32, 64),
@@ -162,8 +164,11 @@ class DHAM(AttentionModel):
         self.save_hyperparameters()
         if scale_norm not in ("l1", "l2"):
             raise ValueError(f"--scale_norm={scale_norm!r} is not supported; use l1 or l2")
-        self.check_positive(crop_size=crop_size, scale_factor=scale_factor, lr=lr)
+        self.check_positive(crop_size=crop_size, scale_factor=scale_factor, lr=lr, pmf_temperature=pmf_temperature)
         self.head = AttentionHead(in_channels, head_channels, head_kernel, head_padding, head_stride, head_pool)
+        with torch.no_grad():  # the same initial pmf whatever the temperature (see locate)
+            self.head.net[-1].weight.mul_(pmf_temperature)
+            self.head.net[-1].bias.mul_(pmf_temperature)
         log_factor = torch.tensor(float(scale_factor)).log()
         if learn_scale_factor:
             self.log_scale_factor = nn.Parameter(log_factor)
@@ -179,7 +184,9 @@ class DHAM(AttentionModel):
                 f"image {h}x{w} is too small for a valid-padded head that trims {self.head.offset} pixels per side; "
                 f"use --head_padding=same or a smaller --head_kernel"
             )
-        logits = self.head(images)  # (B, h', w')
+        # dividing by the temperature (the last conv starts multiplied by it) leaves the initial pmf as it
+        # was, while each Adam step moves the logits 1/temperature times as far: the pmf can sharpen faster
+        logits = self.head(images) / self.hparams.pmf_temperature  # (B, h', w')
         xs, ys = self.head.cell_centers(logits.shape[-2:], (h, w), logits.device)
         moments = pmf_moments(spatial_softmax(logits), xs, ys, self.hparams.scale_norm)
         half = self.log_scale_factor.exp() * moments.spread  # (B,)

@@ -152,3 +152,21 @@ def test_mip_crop_removes_noise_that_the_bilinear_crop_keeps_and_passes_gradient
     assert half.grad.abs().sum() > 0
     model = DHAM(crop_antialias=True).eval()
     assert model(torch.rand(2, 1, 120, 120)).shape == (2, 10)
+
+
+def test_pmf_temperature_keeps_the_initial_pmf_and_sharpens_it_faster():
+    x, y = torch.rand(4, 1, 64, 64), torch.randint(0, 10, (4,))
+    changes, first = [], []
+    for temperature in (1.0, 0.1):
+        torch.manual_seed(0)
+        model = DHAM(head_channels=(8,), head_pool=2, head_stride=1, pmf_temperature=temperature)
+        opt = torch.optim.Adam(model.head.parameters(), lr=1e-2)
+        before = model.locate(x)[0].pmf.detach()
+        first.append(before)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        changes.append((model.locate(x)[0].pmf.detach() - before).abs().sum().item())
+    assert torch.allclose(first[0], first[1], atol=1e-7)
+    assert changes[1] > 3 * changes[0], changes
+    with pytest.raises(ValueError, match="--pmf_temperature"):
+        DHAM(pmf_temperature=0.0)
