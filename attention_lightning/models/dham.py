@@ -5,9 +5,16 @@ expectation gives the translation (tx, ty) and whose expected L1/L2 distance fro
 gives the half size s of a square crop. A bilinear sampler cuts that crop (default 28x28) out of the
 input image and a small CNN classifies it. Only cross-entropy trains the head: the gradient reaches it
 through the sampler (d crop / d (tx, ty, s)) and the moments. Works on any input size.
+
+On noisy inputs (``configs/dham_noisy120.yaml``, issue 17) two options matter: ``head_pool`` averages the
+input before the head, so a randomly initialized head already responds more to the digit than to the
+noise, and ``crop_antialias`` reads a zoomed-out crop from a mean-pooled pyramid, so the classifier sees
+the digit with the noise averaged out before the crop has learned to zoom in (the bilinear sampler
+point-samples the noise at full strength, which left the model at chance).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Literal, Sequence, Tuple
 
 import torch
@@ -29,17 +36,21 @@ Padding = Literal["same", "valid"]
 class AttentionHead(nn.Module):
     """Conv layers without pooling ending in one logit map; ``padding='same'|'valid'``.
 
-    ``stride`` > 1 applies to the first conv only (a cheaper, coarser map on large inputs); map cell i
-    then sits on input pixel ``i * stride + offset``, which the moments use, so the crop stays aligned.
+    ``stride`` > 1 applies to the first conv only (a cheaper, coarser map on large inputs); ``pool`` > 1
+    first averages the input over ``pool`` x ``pool`` blocks (noise falls by the factor ``pool``, the map
+    and its cost by ``pool``^2). Map cell i then sits on input pixel ``i * stride + offset`` (``stride`` and
+    ``offset`` here counting the pooling), which the moments use, so the crop stays aligned.
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int], kernel_size: int, padding: Padding,
-                 stride: int = 1) -> None:
+                 stride: int = 1, pool: int = 1) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"--head_kernel={kernel_size} must be odd so each map cell has a centre pixel")
         if stride < 1:
             raise ValueError(f"--head_stride={stride} must be at least 1")
+        if pool < 1:
+            raise ValueError(f"--head_pool={pool} must be at least 1")
         r = kernel_size // 2
         pad = {"same": r, "valid": 0}[padding]
         layers, c, widths = [], in_channels, list(channels) + [1]
@@ -49,20 +60,45 @@ class AttentionHead(nn.Module):
                 layers += [nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
             c = out
         self.net = nn.Sequential(*layers)
-        self.stride = stride
-        # map cell i is centred on input pixel i * stride + offset: the first conv's window centre is at
-        # input pixel stride*i - pad + r; each later unpadded conv moves it by r cells (r*stride pixels)
+        self.pool = pool
+        self.stride = stride * pool
+        # map cell i is centred on pooled pixel i * stride + o: the first conv's window centre is at pooled
+        # pixel stride*i - pad + r; each later unpadded conv moves it by r cells (r*stride pooled pixels).
+        # Pooled pixel j averages input pixels j*pool .. j*pool + pool - 1, centred on j*pool + (pool - 1)/2.
         later = 0 if padding == "same" else (len(widths) - 1) * r * stride
-        self.offset = r - pad + later
+        self.offset = (r - pad + later) * pool + (pool - 1) / 2
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.net(images).squeeze(1)  # (B, H - 2*offset, W - 2*offset)
+        if self.pool > 1:
+            images = F.avg_pool2d(images, self.pool)  # (B, C, H // pool, W // pool)
+        return self.net(images).squeeze(1)  # (B, h', w')
 
     def cell_centers(self, map_size: Tuple[int, int], image_size: Tuple[int, int], device=None) -> Tuple[Tensor, Tensor]:
         """Normalized x (w',) and y (h',) centres of the map's cells in an image of ``image_size`` (H, W)."""
         (mh, mw), (h, w) = map_size, image_size
         return (pixel_centers(mw, self.offset, w, self.stride, device=device),
                 pixel_centers(mh, self.offset, h, self.stride, device=device))
+
+
+def mip_crop(images: Tensor, center: Tensor, half: Tensor, out_size: int) -> Tensor:
+    """Anti-aliased ``affine_crop``: (B, C, H, W) -> (B, C, out, out), sampled from a mean-pooled pyramid.
+
+    Output pixels of a crop of half size s lie ``step = s * max(H, W) / out_size`` input pixels apart. Level j
+    of the pyramid is the image mean-pooled over 2^j x 2^j blocks (levels exist while H and W divide by 2^j);
+    the crop is read at level log2(step), clamped to the pyramid, blending the two nearest levels linearly
+    (trilinear mipmapping), so a zoomed-out crop averages the pixels it covers (noise falls with the zoom)
+    instead of point-sampling them. At step <= 1 it is ``affine_crop``. Differentiable in images, centre and s.
+    """
+    h, w = images.shape[-2:]
+    levels = [images]
+    while h % 2 ** len(levels) == 0 and w % 2 ** len(levels) == 0 and min(h, w) // 2 ** len(levels) >= 2:
+        levels.append(F.avg_pool2d(levels[-1], 2))  # (B, C, H / 2^j, W / 2^j)
+    crops = torch.stack([affine_crop(x, center, half, out_size) for x in levels])  # (L, B, C, out, out)
+    step = half.float() * max(h, w) / out_size  # (B,) input pixels between output pixels
+    level = torch.log2(step.clamp_min(1e-6)).clamp(0, len(levels) - 1)  # (B,)
+    j = torch.arange(len(levels), device=images.device, dtype=level.dtype)[:, None]  # (L, 1)
+    weight = (1 - (level[None] - j).abs()).clamp_min(0)  # (L, B) hat functions: two neighbours sum to 1
+    return (weight[:, :, None, None, None].to(crops.dtype) * crops).sum(0)  # (B, C, out, out)
 
 
 class SmallCNN(nn.Module):
@@ -83,23 +119,26 @@ class SmallCNN(nn.Module):
 
 @register_model("dham", "Differentiable hard attention: conv head -> spatial softmax -> shift/scale crop -> CNN")
 class DHAM(AttentionModel):
-    """Differentiable hard attention: a conv head's spatial softmax places a shift/scale crop that a CNN classifies.
+    """Differentiable hard attention: one shift/scale crop located by a spatial softmax, then a small CNN.
 
     Arguments:
-        num_classes: number of classes (from the data).
-        in_channels: image channels (from the data).
-        head_channels: widths of the head's hidden conv layers (the head ends in one map).
-        head_kernel: odd kernel size of the head's convs, in pixels.
-        head_padding: ``same`` keeps the map's size, ``valid`` trims ``head_kernel // 2`` per conv and side.
-        head_stride: stride of the head's first conv (a coarser, cheaper map on large images).
-        crop_size: side of the crop the classifier sees, in pixels.
-        scale_norm: distance the crop's size is read from: ``l1`` or ``l2`` spread of the pmf around its mean.
-        scale_factor: crop half size = scale_factor x spread, in [-1, 1] image units (its initial value if learned).
-        learn_scale_factor: train the scale factor (as a log) with the rest of the model.
+        num_classes: number of classes.
+        in_channels: image channels.
+        head_channels: widths of the attention head's hidden conv layers (before the final 1-channel map).
+        head_kernel: odd kernel size of every head conv.
+        head_padding: same (map as large as the input) or valid (border cells dropped).
+        head_stride: stride of the head's first conv (a coarser, cheaper map).
+        head_pool: average the input over head_pool x head_pool blocks before the head (1: no pooling).
+        crop_size: side in pixels of the crop the classifier reads.
+        crop_antialias: read the crop from a mean-pooled pyramid at the crop's zoom (no aliasing of noise).
+        scale_norm: l1 or l2 expected distance from the pmf's centre, which sets the crop size.
+        pmf_temperature: the head's logits are divided by it (its last conv starts multiplied by it: same initial pmf).
+        scale_factor: crop half size = scale_factor x the pmf's expected distance ([-1, 1] coordinates).
+        learn_scale_factor: train the scale factor (else a fixed buffer).
         classifier_channels: widths of the classifier's conv-pool blocks.
-        classifier_hidden: width of the classifier's hidden linear layer.
+        classifier_hidden: width of the classifier's hidden layer.
         lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        weight_decay: L2 weight decay.
     """
 
     ignores_facts = ("image_size",)  # the head and the crop work on any image size
@@ -112,8 +151,11 @@ class DHAM(AttentionModel):
         head_kernel: int = 5,
         head_padding: Padding = "same",
         head_stride: int = 2,
+        head_pool: int = 1,
         crop_size: int = 28,
+        crop_antialias: bool = False,
         scale_norm: Literal["l1", "l2"] = "l2",
+        pmf_temperature: float = 1.0,
         scale_factor: float = 2.0,
         learn_scale_factor: bool = True,
         classifier_channels: Sequence[int] = (32, 64),
@@ -122,8 +164,11 @@ class DHAM(AttentionModel):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(num_classes, lr, weight_decay)
-        self.check_positive(crop_size=crop_size, scale_factor=scale_factor, lr=lr)
-        self.head = AttentionHead(in_channels, head_channels, head_kernel, head_padding, head_stride)
+        self.check_positive(crop_size=crop_size, scale_factor=scale_factor, lr=lr, pmf_temperature=pmf_temperature)
+        self.head = AttentionHead(in_channels, head_channels, head_kernel, head_padding, head_stride, head_pool)
+        with torch.no_grad():  # the same initial pmf whatever the temperature (see locate)
+            self.head.net[-1].weight.mul_(pmf_temperature)
+            self.head.net[-1].bias.mul_(pmf_temperature)
         log_factor = torch.tensor(float(scale_factor)).log()
         if learn_scale_factor:
             self.log_scale_factor = nn.Parameter(log_factor)
@@ -139,7 +184,9 @@ class DHAM(AttentionModel):
                 f"image {h}x{w} is too small for a valid-padded head that trims {self.head.offset} pixels per side; "
                 f"use --head_padding=same or a smaller --head_kernel"
             )
-        logits = self.head(images)  # (B, h', w')
+        # dividing by the temperature (the last conv starts multiplied by it) leaves the initial pmf as it
+        # was, while each Adam step moves the logits 1/temperature times as far: the pmf can sharpen faster
+        logits = self.head(images) / self.hparams.pmf_temperature  # (B, h', w')
         xs, ys = self.head.cell_centers(logits.shape[-2:], (h, w), logits.device)
         moments = pmf_moments(spatial_softmax(logits), xs, ys, self.hparams.scale_norm)
         half = self.log_scale_factor.exp() * moments.spread  # (B,)
@@ -147,7 +194,8 @@ class DHAM(AttentionModel):
 
     def crop(self, images: Tensor) -> Tuple[Tensor, PmfMoments, Tensor]:
         moments, half = self.locate(images)
-        view = affine_crop(images, moments.center, half, self.hparams.crop_size)  # (B, C, crop, crop)
+        crop = mip_crop if self.hparams.crop_antialias else affine_crop
+        view = crop(images, moments.center, half, self.hparams.crop_size)  # (B, C, crop, crop)
         return view, moments, half
 
     def forward(self, images: Tensor) -> Tensor:

@@ -1,8 +1,11 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from attention_lightning.models.dham import DHAM
+from attention_lightning.models.dham import DHAM, mip_crop
+from attention_lightning.nn.affine_crop import affine_crop
 
 
 def delta_head(model: DHAM, gain: float = 60.0) -> None:
@@ -101,3 +104,69 @@ def test_dham_learns_a_toy_task():
         acc = (model(x).argmax(1) == y).float().mean().item()
     assert sum(losses[-10:]) / 10 < 0.3 * sum(losses[:10]) / 10
     assert acc > 0.95
+
+
+# --- noise: a pooled head and an anti-aliased crop (issue 17) ----------------------------------------------
+@pytest.mark.parametrize("pool,stride", [(2, 1), (4, 1), (2, 2)])
+def test_pooled_head_lands_on_the_bright_block(pool, stride):
+    model = DHAM(head_channels=(), head_kernel=3, head_stride=stride, head_pool=pool).eval()
+    delta_head(model)
+    assert model.head.stride == stride * pool
+    h, w = 48, 64
+    # pooled pixel (7*stride, 11*stride) is the lit pool x pool block; its cell sits on its centre pixel
+    r0, c0 = 7 * stride * pool, 11 * stride * pool
+    images = torch.zeros(1, 1, h, w)
+    images[0, 0, r0:r0 + pool, c0:c0 + pool] = 1.0
+    moments, _ = model.locate(images)
+    row, col = r0 + (pool - 1) / 2, c0 + (pool - 1) / 2  # centre of the block in pixel units
+    assert moments.center[0, 0].item() == pytest.approx((2 * col + 1) / w - 1, abs=1e-4)
+    assert moments.center[0, 1].item() == pytest.approx((2 * row + 1) / h - 1, abs=1e-4)
+    with pytest.raises(ValueError, match="--head_pool"):
+        DHAM(head_pool=0)
+
+
+def test_mip_crop_averages_blocks_when_zoomed_out_and_is_the_bilinear_crop_when_not():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 48, 48, generator=g)
+    center, whole = torch.zeros(2, 2), torch.ones(2)
+    # the whole image read at 24 or 12 pixels: steps of exactly 2 and 4 pixels, levels 1 and 2
+    assert torch.allclose(mip_crop(x, center, whole, 24), F.avg_pool2d(x, 2), atol=1e-5)
+    assert torch.allclose(mip_crop(x, center, whole, 12), F.avg_pool2d(x, 4), atol=1e-5)
+    # step 3: log2(3) - 1 of the way from level 1 to level 2
+    blend = math.log2(3) - 1
+    expected = (1 - blend) * affine_crop(F.avg_pool2d(x, 2), center, whole, 16) + blend * affine_crop(
+        F.avg_pool2d(x, 4), center, whole, 16)
+    assert torch.allclose(mip_crop(x, center, whole, 16), expected, atol=1e-5)
+    small_half = torch.tensor([0.3, 0.5])  # steps 0.3 * 48 / 28 < 1 and 0.86 < 1
+    shifted = torch.tensor([[0.2, -0.1], [-0.3, 0.4]])
+    assert torch.equal(mip_crop(x, shifted, small_half, 28), affine_crop(x, shifted, small_half, 28))
+
+
+def test_mip_crop_removes_noise_that_the_bilinear_crop_keeps_and_passes_gradient_to_the_size():
+    g = torch.Generator().manual_seed(0)
+    noise = 0.5 * torch.randn(16, 1, 120, 120, generator=g)
+    center, half = torch.zeros(16, 2), torch.full((16,), 0.9, requires_grad=True)
+    aliased, averaged = affine_crop(noise, center, half, 28), mip_crop(noise, center, half, 28)
+    assert aliased.std() > 0.3 and averaged.std() < 0.1  # mean of ~3.9^2 pixels: std 0.5 / 3.9
+    averaged.square().sum().backward()
+    assert half.grad.abs().sum() > 0
+    model = DHAM(crop_antialias=True).eval()
+    assert model(torch.rand(2, 1, 120, 120)).shape == (2, 10)
+
+
+def test_pmf_temperature_keeps_the_initial_pmf_and_sharpens_it_faster():
+    x, y = torch.rand(4, 1, 64, 64), torch.randint(0, 10, (4,))
+    changes, first = [], []
+    for temperature in (1.0, 0.1):
+        torch.manual_seed(0)
+        model = DHAM(head_channels=(8,), head_pool=2, head_stride=1, pmf_temperature=temperature)
+        opt = torch.optim.Adam(model.head.parameters(), lr=1e-2)
+        before = model.locate(x)[0].pmf.detach()
+        first.append(before)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        changes.append((model.locate(x)[0].pmf.detach() - before).abs().sum().item())
+    assert torch.allclose(first[0], first[1], atol=1e-7)
+    assert changes[1] > 3 * changes[0], changes
+    with pytest.raises(ValueError, match="--pmf_temperature"):
+        DHAM(pmf_temperature=0.0)

@@ -14,8 +14,10 @@ from attention_lightning.nn.glimpse import glimpse
 
 
 def small(**kw):
+    """A small RAM in the paper's setting (REINFORCE into the core, linear locator, no clamping) unless overridden."""
     args = dict(num_classes=3, image_size=(12, 12), glimpses=3, glimpse_size=4, depth=2, glimpse_hidden=16,
-                location_hidden=8, hidden_size=16, std=0.2, reinforce_weight=1.0)
+                location_hidden=8, hidden_size=16, std=0.2, reinforce_weight=1.0, detach_policy=False,
+                locator_hidden=0, clamp=False)
     args.update(kw)
     return RAM(**args)
 
@@ -171,11 +173,15 @@ def train_toy(model, steps, seed):
 
 
 @pytest.mark.slow
-def test_reinforce_learns_where_to_look():
+@pytest.mark.parametrize("setting", [
+    dict(reinforce_weight=1.0, detach_policy=False, locator_hidden=0, clamp=False),  # the paper's
+    dict(),  # the defaults: detached policy with a hidden layer, clamped locations, weight 0.01
+])
+def test_reinforce_learns_where_to_look(setting):
     kw = dict(num_classes=2, image_size=(16, 16), glimpses=2, glimpse_size=4, depth=1, glimpse_hidden=32,
               location_hidden=16, hidden_size=32, std=0.3)
     torch.manual_seed(0)
-    learned_acc, locs = train_toy(RAM(reinforce_weight=1.0, **kw), 150, seed=0)
+    learned_acc, locs = train_toy(RAM(**setting, **kw), 150, seed=0)
     torch.manual_seed(0)
     random_acc, _ = train_toy(RandomLocations(reinforce_weight=0.0, **kw), 150, seed=0)
     assert learned_acc > 0.9, (learned_acc, random_acc)
@@ -210,3 +216,93 @@ def test_cli_fast_dev_run(tmp_path):
     with pytest.raises(experiment.UserError, match="--glimpse_size"):
         experiment.fit({"model": "ram", "data": "cluttered_mnist", "variant": "translated", "canvas_size": 28,
                         "glimpse_size": 40, "fast_dev_run": 1, "logger": "none", "default_root_dir": str(tmp_path)})
+
+
+# --- the choices issue 17 made flags: clamping, random first location, locator depth, detaching, inputs -------
+def test_clamped_locations_are_where_the_sensor_looked_and_log_pi_is_their_censored_probability():
+    torch.manual_seed(0)
+    model = small(std=2.0, clamp=True)  # a wide policy: many draws land past an edge
+    x, _ = batch()
+    run = model.rollout(x, keep_glimpses=True)
+    assert run.locations.abs().max() == 1.0 and (run.locations.abs() == 1.0).any()
+    for t in range(3):
+        assert torch.allclose(run.glimpses[:, t], glimpse(x, run.locations[:, t], 4, 2, 2.0))
+    # hand-computed: mean (0.5, -0.2), std 2; x on the +1 edge has P(draw >= 1) = Phi((0.5 - 1) / 2),
+    # y = 0.3 inside has the Gaussian density
+    mean, loc = torch.tensor([[0.5, -0.2]]), torch.tensor([[1.0, 0.3]])
+    normal = torch.distributions.Normal(0.0, 1.0)
+    expected = normal.cdf(torch.tensor(-0.25)).log() + torch.distributions.Normal(-0.2, 2.0).log_prob(torch.tensor(0.3))
+    assert torch.allclose(model.log_prob(loc, mean), expected[None], atol=1e-6)
+    low = normal.cdf(torch.tensor((-1 - 0.5) / 2)).log() + torch.distributions.Normal(-0.2, 2.0).log_prob(torch.tensor(-1.0))
+    assert torch.allclose(model.log_prob(torch.tensor([[-1.0, -1.0]]), mean),
+                          (low - torch.distributions.Normal(-0.2, 2.0).log_prob(torch.tensor(-1.0))
+                           + normal.cdf(torch.tensor((-1 + 0.2) / 2)).log())[None], atol=1e-6)
+
+
+def test_clamped_policy_score_has_zero_mean_so_reinforce_stays_unbiased():
+    # E[d log pi(l) / d mean] = 0 holds only for the true probability of the location used: the censored
+    # one does; the Gaussian density evaluated at the clamped location (the common shortcut) does not
+    torch.manual_seed(0)
+    model = small(std=0.5, clamp=True)
+    mean = torch.full((200_000, 2), 0.8, requires_grad=True)
+    loc = model.act(mean, sample=True)
+    model.log_prob(loc, mean).sum().backward()
+    score = mean.grad.mean(0)
+    assert score.abs().max() < 0.03, score
+    mean.grad = None
+    naive = small(std=0.5, clamp=False)
+    naive.log_prob(loc, mean).sum().backward()
+    assert mean.grad.mean(0).abs().min() > 0.3, mean.grad.mean(0)
+
+
+def test_random_first_location_is_uniform_gets_no_policy_gradient_and_is_the_center_when_greedy():
+    torch.manual_seed(0)
+    model = small(first_location="random", glimpses=1)
+    x, y = batch(n=512)
+    run = model.rollout(x)
+    assert torch.equal(run.log_pi, torch.zeros(512, 1))
+    l0 = run.locations[:, 0]
+    assert l0.abs().max() <= 1 and (l0.std(0) - 1 / math.sqrt(3)).abs().max() < 0.05  # U[-1, 1]: std 1/sqrt(3)
+    reinforce = model.episode_losses(run, y)["reinforce"]
+    assert reinforce.item() == 0 and not reinforce.requires_grad  # one glimpse: l_0 is the only action
+    greedy = model.rollout(x[:4], sample=False)
+    assert torch.equal(greedy.locations[:, 0], torch.zeros(4, 2))
+    later = small(first_location="random").rollout(x[:4])
+    assert (later.log_pi[:, 0] == 0).all() and (later.log_pi[:, 1:] != 0).all()
+
+
+def test_locator_hidden_layer_and_detached_policy_route_reinforce_to_the_locator_only():
+    torch.manual_seed(0)
+    model = small(locator_hidden=6, detach_policy=True)
+    assert model.locator[0].out_features == 6
+    x, y = batch()
+    pg = grads(model, model.episode_losses(model.rollout(x), y)["reinforce"])
+    assert pg["locator.0.weight"] and pg["locator.2.weight"]
+    assert not any(v for k, v in pg.items() if not k.startswith("locator."))
+    ce = grads(model, model.episode_losses(model.rollout(x), y)["ce"])
+    assert ce["core.weight_hh"] and not ce["locator.0.weight"]
+
+
+def test_inputs_are_normalized_before_the_sensor():
+    model = small(input_mean=0.25, input_std=0.5)
+    x, _ = batch()
+    locs = torch.rand(8, 3, 2) * 2 - 1
+    run = model.rollout(x, locations=locs, keep_glimpses=True)
+    assert torch.allclose(run.glimpses[:, 1], glimpse((x - 0.25) / 0.5, locs[:, 1], 4, 2, 2.0))
+    with pytest.raises(ValueError, match="--input_std"):
+        small(input_std=0.0)
+    with pytest.raises(ValueError, match="--first_location"):
+        small(first_location="fixed")
+
+
+def test_learning_rate_decays_linearly_to_zero_over_the_given_steps():
+    model = small(lr=0.01, lr_decay=True)
+    conf = model.optimizer_for(10)
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([0.01 * (1 - k / 10) for k in range(10)])
+    assert isinstance(small(lr_decay=False).optimizer_for(10), torch.optim.Optimizer)
