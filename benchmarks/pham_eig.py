@@ -13,7 +13,7 @@ reference, the binomial standard error of the pooled accuracy over all seeds' te
 random at t when the difference exceeds twice its standard error.
 
     OMP_NUM_THREADS=1 python benchmarks/pham_eig.py [--config=configs/pham_digits32.yaml] [--seeds=0,1,2]
-        [--out=runs/pham_eig] [--collect] [--set key=value ...]
+        [--out=runs/pham_eig] [--collect] [--from_phase=3] [--set key=value ...]
 """
 from __future__ import annotations
 
@@ -92,16 +92,28 @@ def parse_sets(items: List[str]) -> Dict[str, Any]:
     return out
 
 
-def run_seed(config: Path, seed: int, out: Path, overrides: Dict[str, Any]) -> Dict[str, Any]:
-    """``--phase=all`` of the preset with this seed; writes and returns phase 3's per-step test accuracies."""
+def phase2_checkpoint(out: Path, seed: int) -> str:
+    """The best (else last) checkpoint of this seed's phase 2 under ``out``."""
+    found = sorted((out / f"seed{seed}-phase2").glob("version_*/checkpoints/best*.ckpt")) or \
+        sorted((out / f"seed{seed}-phase2").glob("version_*/checkpoints/last.ckpt"))
+    if not found:
+        raise SystemExit(f"--from_phase=3: no phase-2 checkpoint of seed {seed} under {out}; run without it first")
+    return str(found[-1])
+
+
+def run_seed(config: Path, seed: int, out: Path, overrides: Dict[str, Any], from_phase: int = 1) -> Dict[str, Any]:
+    """``--phase=all`` of the preset with this seed (or phase 3 alone from its phase-2 checkpoint, when
+    ``from_phase`` is 3); writes and returns phase 3's per-step test accuracies."""
     preset = yaml.safe_load(config.read_text())
     flags = {**preset, **overrides, "phase": "all", "seed": seed, "logger": "csv",
              "default_root_dir": str(out), "run_name": f"seed{seed}"}
+    if from_phase == 3:
+        flags.update(phase=3, init_from=phase2_checkpoint(out, seed), run_name=f"seed{seed}-phase3")
     clock = PhaseClock()
     t0 = time.perf_counter()
     summary = experiment.fit(flags, extra_callbacks=[clock])
     wall = time.perf_counter() - t0
-    test = summary["stages"]["phase3"]["test"]
+    test = (summary if from_phase == 3 else summary["stages"]["phase3"])["test"]
     steps = int(flags.get("steps", 7))
     row = {"seed": seed, "config": config.name, "overrides": overrides, "wall_s": wall, "split_s": clock.split(),
            "eig": [test[f"test/acc_eig_t{t}"] for t in range(1, steps + 1)],
@@ -147,13 +159,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds to run (skipped with --collect)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "pham_eig"), help="run folders and one JSON per seed")
     ap.add_argument("--collect", action="store_true", help="only print the table of the seeds found in --out")
+    ap.add_argument("--from_phase", type=int, choices=(1, 3), default=1,
+                    help="3: train only phase 3, from each seed's phase-2 checkpoint already in --out")
     ap.add_argument("--set", nargs="*", default=[], help="preset overrides, key=value (e.g. max_epochs=3)")
     args = ap.parse_args()
     out = Path(args.out)
     if not args.collect:
         overrides = parse_sets(args.set)
         for seed in (int(s) for s in args.seeds.split(",") if s):
-            run_seed(Path(args.config), seed, out, overrides)
+            run_seed(Path(args.config), seed, out, overrides, args.from_phase)
     rows = sorted((json.loads(p.read_text()) for p in out.glob("seed*.json")), key=lambda r: r["seed"])
     if not rows:
         raise SystemExit(f"no seed*.json in {out}; run without --collect first")
