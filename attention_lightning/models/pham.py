@@ -58,30 +58,31 @@ def _phase(phase: Phase) -> Union[int, str]:
 
 @register_model("pham", "Probabilistic hard attention: grid glimpses, Partial VAE (flow), EIG lookahead policy")
 class PHAM(AttentionModel):
-    """Probabilistic hard attention: glimpses on a grid, chosen by expected information gain under a Partial VAE.
+    """PHAM: grid glimpses, a Partial VAE with a flow encoder, and the EIG lookahead policy.
 
     Arguments:
-        num_classes: number of classes (from the data).
-        in_channels: image channels (from the data).
-        image_size: (H, W) of the images in pixels (from the data; an int means a square).
-        glimpse_size: side of a grid glimpse in pixels (default: the image side // 4).
+        num_classes: number of classes K.
+        in_channels: image channels.
+        image_size: image side in pixels, or (H, W).
+        glimpse_size: glimpse side in pixels (default: image side // 4).
         glimpse_stride: stride of the glimpse grid in pixels (default: glimpse_size // 2).
-        steps: glimpses per episode (T); at most the number of grid cells.
-        eig_samples: z samples averaged by the EIG lookahead in validation and test.
-        eig_samples_train: z samples of the EIG lookahead in training (phase 3).
-        feature_size: width of a glimpse's features (F's output).
-        hidden_size: width of the recurrent state h_t.
-        latent_size: width of the Partial VAE's latent z.
-        glimpse_channels: widths of F's 3x3 convs (the last repeats when more convs are needed).
-        flow_transforms: spline-flow layers of the latent prior.
-        flow_bins: bins of each rational-quadratic spline.
+        steps: glimpses per episode T.
+        eig_samples: z samples per EIG lookahead at test and in ``forward``/pictures (the paper's 20).
+        eig_samples_val: z samples per EIG lookahead at validation (cheap; the sanity check uses 1).
+        eig_samples_train: z samples per EIG lookahead while training phase 3.
+        feature_size: glimpse feature size F.
+        hidden_size: recurrent state size H.
+        latent_size: latent size Z of the Partial VAE.
+        glimpse_channels: widths of the glimpse CNN's 3x3 convs.
+        flow_transforms: spline-flow layers of the encoder.
+        flow_bins: spline bins per flow layer.
         flow_hidden: hidden widths of each flow layer's conditioner.
-        decoder_channels: width of the feature decoder (default: feature_size).
-        decoder_layers: conv layers of the feature decoder.
-        classifier_dropout: dropout before C's linear layer, in [0, 1).
-        phase: training phase: 1 (F, R, C), 2 (the Partial VAE), 3 (all, EIG glimpses), or ``all`` (1, 2, 3 in turn).
-        init_from: checkpoint of the previous phase that phases 2 and 3 start from.
-        ccebal: weight of the cross-entropy beside the ELBO in phase 3.
+        decoder_channels: channels of the feature decoder (default: feature_size).
+        decoder_layers: 3x3 conv layers of the feature decoder.
+        classifier_dropout: dropout before the classifier, in [0, 1).
+        phase: training phase 1, 2, 3 (``all`` runs the three through experiment.fit).
+        init_from: the previous phase's checkpoint (phases 2 and 3).
+        ccebal: weight of the cross-entropy in phase 3.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
     """
@@ -95,6 +96,7 @@ class PHAM(AttentionModel):
         glimpse_stride: Optional[int] = None,
         steps: int = 7,
         eig_samples: int = 20,
+        eig_samples_val: int = 4,
         eig_samples_train: int = 1,
         feature_size: int = 128,
         hidden_size: int = 512,
@@ -120,7 +122,8 @@ class PHAM(AttentionModel):
         if self.phase in (2, 3) and not init_from:
             raise ValueError(f"--phase={self.phase} starts from the phase-{self.phase - 1} model: pass "
                              f"--init_from=PATH/TO/phase{self.phase - 1}.ckpt, or run --phase=all to train 1, 2, 3 in sequence")
-        self.check_positive(steps=steps, eig_samples=eig_samples, eig_samples_train=eig_samples_train, lr=lr,
+        self.check_positive(steps=steps, eig_samples=eig_samples, eig_samples_val=eig_samples_val,
+                            eig_samples_train=eig_samples_train, lr=lr,
                             feature_size=feature_size, hidden_size=hidden_size, latent_size=latent_size)
         if ccebal < 0:
             raise ValueError(f"--ccebal={ccebal} must be 0 or more")
@@ -286,14 +289,21 @@ class PHAM(AttentionModel):
 
     def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
         images, labels = self.inputs(batch), self.targets(batch)
-        samples = self.hparams.eig_samples_train if stage == "train" else self.hparams.eig_samples
+        samples = self.hparams.eig_samples_train if stage == "train" else self.eval_samples(stage)
         policy = "eig" if self.phase == 3 else "random"
         run = self.rollout(images, policy, samples, elbo=self.phase != 1)
         return self._terms(run, labels, stage), run.logits[:, -1]
 
+    def eval_samples(self, stage: str) -> int:
+        """z samples of the EIG policy at evaluation: the paper's at test, fewer at validation, 1 in the sanity check."""
+        if stage == "test":
+            return self.hparams.eig_samples
+        trainer = self._trainer
+        return 1 if trainer is not None and trainer.sanity_checking else self.hparams.eig_samples_val
+
     def _eval_step(self, batch: Any, stage: str) -> Dict[str, Tensor]:
         images, labels = self.inputs(batch), self.targets(batch)
-        runs = {self.eval_policy: self.rollout(images, self.eval_policy, self.hparams.eig_samples, elbo=self.phase != 1)}
+        runs = {self.eval_policy: self.rollout(images, self.eval_policy, self.eval_samples(stage), elbo=self.phase != 1)}
         if self.phase != 1:
             runs["random"] = self.rollout(images, "random")
         main = runs[self.eval_policy]

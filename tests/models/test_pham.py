@@ -285,3 +285,26 @@ def test_rollout_elbo_equals_the_per_step_reference_with_the_same_z(tmp_path, po
     for k, p in model.named_parameters():
         if p.grad is not None:
             torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_validation_draws_fewer_z_samples_than_test_and_the_sanity_check_one(tmp_path):
+    from types import SimpleNamespace
+
+    path = save_weights(make(), tmp_path / "phase2.ckpt")
+    model = make(phase=3, init_from=path, eig_samples=6, eig_samples_val=2).eval()
+    calls = []
+    rollout = model.rollout
+    model.rollout = lambda images, policy, samples=1, elbo=False: calls.append((policy, samples)) or rollout(
+        images, policy, samples, elbo)
+    batch = (torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    with torch.no_grad():
+        model.test_step(batch, 0)
+        model.validation_step(batch, 0)
+        model._trainer = SimpleNamespace(sanity_checking=True)
+        model.validation_step(batch, 0)
+    # the EIG policy with the paper's samples at test, fewer at validation, one in the sanity check; the random
+    # policy beside it every time (it plans nothing, so its sample count is unused)
+    assert [c for c in calls if c[0] == "eig"] == [("eig", 6), ("eig", 2), ("eig", 1)]
+    assert sum(c[0] == "random" for c in calls) == 3
+    with pytest.raises(ValueError, match="eig_samples_val"):
+        make(eig_samples_val=0)
