@@ -42,7 +42,7 @@ soft/none), logged as ``{stage}/attended_mean`` and ``{stage}/attended_std`` ove
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -140,15 +140,68 @@ class SetHead(nn.Module):
         return self.f(torch.cat([pooled, question], dim=-1))  # (B, K)
 
 
+class PairHead(nn.Module):
+    """Relation-network head over a weighted set of cells: sum_ij w_i w_j g([u_i, u_j, q]), then f([sum, q]),
+    where u_i = [cell_i, cell_i * q, xy_i]; g's first layer is applied per cell and summed per pair."""
+
+    def __init__(self, cell_dim: int, question_dim: int, hidden: int, num_classes: int, num_cells: int) -> None:
+        super().__init__()
+        if cell_dim != question_dim:
+            raise ValueError(f"cell features ({cell_dim}) and the question ({question_dim}) must have one width")
+        self.scale = 1.0 / num_cells  # a fixed scale over up to N^2 pairs (not a mean), so the sum still counts
+        self.first = nn.Linear(2 * cell_dim + 2, hidden)
+        self.second = nn.Linear(2 * cell_dim + 2, hidden, bias=False)
+        self.question = nn.Linear(question_dim, hidden, bias=False)
+        self.g = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+        self.f = nn.Sequential(nn.Linear(hidden + question_dim, hidden), nn.ReLU(inplace=True),
+                               nn.Linear(hidden, num_classes))
+
+    def forward(self, cells: Tensor, xy: Tensor, weights: Tensor, question: Tensor) -> Tensor:
+        u = torch.cat([cells, cells * question[:, None], xy], dim=-1)  # (B, M, 2C + 2)
+        q = self.question(question)[:, None, None]  # (B, 1, 1, hidden)
+        h = F.relu(self.first(u)[:, :, None] + self.second(u)[:, None] + q)  # (B, M, M, hidden)
+        w = weights[:, :, None] * weights[:, None]  # (B, M, M)
+        pooled = (self.g(h) * w[..., None]).sum(dim=(1, 2)) * self.scale  # (B, hidden)
+        return self.f(torch.cat([pooled, question], dim=-1))  # (B, K)
+
+
+QTYPE_NAMES = ("exist", "query", "count", "relate")  # what ``qtype`` indexes in vqa_scenes batches
+HEADS = {"set": SetHead, "pairs": PairHead}
+
+
 @register_model("han", "HAN/AdaHAN: question-fused CNN grid, keep top-k or adaptive cells by L2 presence, set head")
 class HAN(AttentionModel):
+    """HAN / AdaHAN: the cells of largest presence reach the answer head, the rest are dropped.
+
+    Arguments:
+        num_classes: number of answers.
+        vocab_size: question vocabulary size (token 0 is padding).
+        in_channels: image channels.
+        image_size: (H, W) of the images, in pixels.
+        selection: topk (HAN), adaptive (AdaHAN), soft (softmax weights) or none (every cell, weight 1).
+        k: cells kept by topk: a count (int) or a fraction of the grid's cells (float in (0, 1]).
+        threshold: adaptive keeps cells whose softmax of presence exceeds this (default 1/number of cells).
+        encoder_channels: channels of each conv layer of the image encoder.
+        encoder_strides: stride of each conv layer.
+        encoder_kernels: kernel of each conv layer (default 3s; kernel == stride cuts patches).
+        embed_dim: word embedding width.
+        fusion_dim: width of the fused cell features and of the question vector.
+        head_hidden: hidden width of the answer head.
+        rnn: question encoder, lstm or gru.
+        fusion: sum (the paper's: image feature + question) or film (also question-dependent channel gains).
+        head: set (per-cell MLP, summed) or pairs (relation network over pairs of selected cells).
+        blind: answer from the question alone: the image is zeroed before the encoder (a baseline).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+    """
+
     def __init__(
         self,
         num_classes: int = 18,
         vocab_size: int = 64,
         in_channels: int = 3,
         image_size: Sequence[int] = (48, 48),
-        selection: str = "topk",
+        selection: Literal["topk", "adaptive", "soft", "none"] = "topk",
         k: Union[int, float] = 0.25,
         threshold: Optional[float] = None,
         encoder_channels: Sequence[int] = (32, 64, 64),
@@ -157,8 +210,10 @@ class HAN(AttentionModel):
         embed_dim: int = 32,
         fusion_dim: int = 128,
         head_hidden: int = 128,
-        rnn: str = "lstm",
-        fusion: str = "sum",
+        rnn: Literal["lstm", "gru"] = "lstm",
+        fusion: Literal["sum", "film"] = "sum",
+        head: Literal["set", "pairs"] = "set",
+        blind: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
@@ -166,6 +221,8 @@ class HAN(AttentionModel):
         self.save_hyperparameters()
         if selection not in SELECTIONS:
             raise ValueError(f"--selection={selection!r} is not supported; use one of {', '.join(SELECTIONS)}")
+        if head not in HEADS:
+            raise ValueError(f"--head={head!r} is not supported; use one of {', '.join(HEADS)}")
         self.check_positive(lr=lr, embed_dim=embed_dim, fusion_dim=fusion_dim, head_hidden=head_hidden)
         self.image_encoder = ImageEncoder(in_channels, encoder_channels, encoder_strides, encoder_kernels)
         self.grid_hw = self.image_encoder.grid_size(int(image_size[0]), int(image_size[-1]))
@@ -182,9 +239,11 @@ class HAN(AttentionModel):
         self.position = nn.Parameter(0.1 * torch.randn(fusion_dim, *self.grid_hw))
         self.film = nn.Linear(fusion_dim, fusion_dim) if fusion == "film" else None
         self.fuse = nn.Conv2d(fusion_dim, fusion_dim, 1)
-        self.head = SetHead(fusion_dim, fusion_dim, head_hidden, num_classes, self.num_cells)
+        self.head = HEADS[head](fusion_dim, fusion_dim, head_hidden, num_classes, self.num_cells)
         # fraction of cells attended: running mean of f and f^2 per stage, for the epoch's mean and spread
         self.attended = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test") for m in ("mean", "sq")})
+        # accuracy per question type: a mean of 'correct' weighted by 'is of this type', per stage and type
+        self.type_acc = nn.ModuleDict({f"{s}_{q}": MeanMetric() for s in ("val", "test") for q in QTYPE_NAMES})
 
     # --- batches are dicts (datamodules.vqa_scenes) ------------------------------------------------
     def targets(self, batch: Any) -> Tensor:
@@ -196,6 +255,8 @@ class HAN(AttentionModel):
     # --- the model ---------------------------------------------------------------------------
     def encode(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """Fused cell features (B, N, C), row-major over the (H', W') grid, and the question vector (B, C)."""
+        if self.hparams.blind:  # the question-only baseline: same model, nothing to see
+            images = torch.zeros_like(images)
         grid = self.image_encoder(images)  # (B, C', H', W')
         if tuple(grid.shape[-2:]) != self.grid_hw:
             raise ValueError(f"images {tuple(images.shape[-2:])} give a {tuple(grid.shape[-2:])} grid, but the model "
@@ -208,7 +269,7 @@ class HAN(AttentionModel):
         return fused.flatten(2).transpose(1, 2), q  # (B, N, C), (B, C)
 
     def cell_xy(self, device, dtype) -> Tensor:
-        """Cell centres (N, 2) as (x, y) in [-1, 1], row-major."""
+        """Cell centers (N, 2) as (x, y) in [-1, 1], row-major."""
         h, w = self.grid_hw
         ys, xs = pixel_centers(h, device=device, dtype=dtype), pixel_centers(w, device=device, dtype=dtype)
         return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)  # (N, 2)
@@ -236,6 +297,10 @@ class HAN(AttentionModel):
         frac = sel.mask.float().mean(dim=1)  # (B,) fraction of cells attended
         self.attended[f"{stage}_mean"].update(frac.detach())
         self.attended[f"{stage}_sq"].update(frac.detach() ** 2)
+        if stage != "train" and "qtype" in batch:
+            correct = (logits.detach().argmax(-1) == self.targets(batch)).float()  # (B,)
+            for i, name in enumerate(QTYPE_NAMES):  # over question types, not over the batch
+                self.type_acc[f"{stage}_{name}"].update(correct, weight=(batch["qtype"] == i).float())
         return {"ce": F.cross_entropy(logits, self.targets(batch))}, logits
 
     def _log_attended(self, stage: str) -> None:
@@ -248,14 +313,26 @@ class HAN(AttentionModel):
         m_mean.reset()
         m_sq.reset()
 
+    def _log_type_acc(self, stage: str) -> None:
+        """``{stage}/acc_<type>`` for each question type seen this epoch."""
+        for name in QTYPE_NAMES:
+            metric = self.type_acc[f"{stage}_{name}"]
+            if metric.update_count:
+                value = metric.compute()
+                if torch.isfinite(value):  # a type never asked has weight 0 and no accuracy
+                    self.log(f"{stage}/acc_{name}", value)
+            metric.reset()
+
     def on_train_epoch_end(self) -> None:
         self._log_attended("train")
 
     def on_validation_epoch_end(self) -> None:
         self._log_attended("val")
+        self._log_type_acc("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_attended("test")
+        self._log_type_acc("test")
 
     @torch.no_grad()
     def attention(self, batch: Any) -> Attention:
