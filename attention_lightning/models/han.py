@@ -19,13 +19,26 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
      (default 1/N); the count differs per example; the top cell is always kept.
    - ``soft`` baseline: every cell, weighted by the softmax of presence.
    - ``none`` baseline: every cell, weight 1.
-5. Each selected cell's fused feature, concatenated with its product with the question vector, its (x, y)
-   centre in [-1, 1] (cell j of W' at (2j + 1)/W' - 1, the grid's own align_corners=False convention) and
-   the question, goes through a per-cell MLP (the product lets one layer match a cell against the
-   question's words; in short CPU runs counting rose faster with it); the results are summed
-   (weighted by the soft weights for ``soft``) and scaled by the fixed 1/sqrt(N) (a sum, not a mean, so
-   it can count); an MLP over [sum, question] gives the answer
-   logits. Cross-entropy trains everything.
+5. The answer head (``--head``) reads the selected cells, each as [fused feature, its product with the
+   question vector, its (x, y) center in [-1, 1] (cell j of W' at (2j + 1)/W' - 1, the grid's own
+   align_corners=False convention)], and the question:
+   - ``set``: a per-cell MLP g([cell, cell * q, xy, q]), summed over the cells (weighted by the soft
+     weights for ``soft``) and scaled by the fixed 1/sqrt(N) (a sum, not a mean, so it can count); an MLP
+     over [sum, question] gives the answer logits.
+   - ``pairs``: a relation network (Santoro et al. 2017) over ordered pairs of selected cells (self-pairs
+     included): sum_ij w_i w_j g([u_i, u_j, q]) scaled by the fixed 1/N, then the same MLP over [sum, q].
+     This is the paper's "RN + HAN" on CLEVR, where hard attention is what makes the quadratic head
+     affordable: k = 4 cells give 16 pairs, all 36 cells of the CPU preset's grid give 1296.
+   Cross-entropy trains everything.
+
+Deviations from the paper, each for a measured reason on the synthetic scenes:
+- The xy centers, the cell * question product and the learned per-cell position embedding are ours: the
+  per-cell set head treats cells independently, so without positions left/right (relate) questions stayed
+  at chance (issue 17, main at 8665b53), and in short CPU runs counting rose faster with the product.
+- ``--fusion=film`` (question-dependent channel gains on top of the paper's sum) is the presets' choice;
+  ``sum`` is the paper's.
+- ``--blind`` (the image zeroed before the encoder) is a baseline of ours: the same model answering from
+  the question alone, so the gain from looking is measured at equal steps and parameters.
 
 What happens to the unselected cells (``topk``/``adaptive``): they are dropped before the answer head.
 ``pack_cells`` gathers only the selected cells into a padded (B, M, C + 2) tensor (M = largest count in
@@ -37,8 +50,9 @@ cell's fused feature gets exactly zero gradient. The encoders still learn to ran
 features that help answering are those whose norms the selection reads ("bootstrapping"). With ``soft``
 the gradient also flows through the softmax weights into presence.
 
-Metrics: accuracy, and the fraction of cells attended per example (cells that reach the head; 1 for
-soft/none), logged as ``{stage}/attended_mean`` and ``{stage}/attended_std`` over the epoch.
+Metrics: accuracy; accuracy per question type (``val/acc_<type>``, ``test/acc_<type>``, for batches with a
+``qtype``; types in ``QTYPE_NAMES`` order); and the fraction of cells attended per example (cells that reach
+the head; 1 for soft/none), logged as ``{stage}/attended_mean`` and ``{stage}/attended_std`` over the epoch.
 """
 from __future__ import annotations
 
@@ -77,16 +91,17 @@ class ImageEncoder(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int],
-                 kernels: Optional[Sequence[int]] = None) -> None:
+                 kernels: Optional[Sequence[int]] = None, norm: str = "batch") -> None:
         super().__init__()
         kernels = [3] * len(channels) if kernels is None else list(kernels)
         if len(channels) != len(strides) or len(kernels) != len(channels) or not channels:
             raise ValueError(f"--encoder_channels {list(channels)}, --encoder_strides {list(strides)} and "
                              f"--encoder_kernels {kernels} must be non-empty and of equal length")
         layers, c = [], in_channels
+        batch = norm == "batch"  # without it, no biases either: a blank (zero) patch gives exactly zero
         for out, s, k in zip(channels, strides, kernels):
-            layers += [nn.Conv2d(c, out, k, stride=s, padding=conv_padding(k)), nn.BatchNorm2d(out),
-                       nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c, out, k, stride=s, padding=conv_padding(k), bias=batch),
+                       nn.BatchNorm2d(out) if batch else nn.Identity(), nn.ReLU(inplace=True)]
             c = out
         self.net = nn.Sequential(*layers)
         self.strides, self.kernels = tuple(strides), tuple(kernels)
@@ -188,7 +203,9 @@ class HAN(AttentionModel):
         fusion_dim: width of the fused cell features and of the question vector.
         head_hidden: hidden width of the answer head.
         rnn: question encoder, lstm or gru.
-        fusion: sum (the paper's: image feature + question) or film (also question-dependent channel gains).
+        fusion: sum (the paper's: image feature + question), film (also question-dependent channel gains) or
+            gate (only the gains: a cell with a zero image feature has a zero fused feature).
+        encoder_norm: batch (conv-BN-ReLU) or none (conv-ReLU without biases: a blank patch encodes to zero).
         head: set (per-cell MLP, summed) or pairs (relation network over pairs of selected cells).
         blind: answer from the question alone: the image is zeroed before the encoder (a baseline).
         lr: Adam learning rate.
@@ -211,7 +228,8 @@ class HAN(AttentionModel):
         fusion_dim: int = 128,
         head_hidden: int = 128,
         rnn: Literal["lstm", "gru"] = "lstm",
-        fusion: Literal["sum", "film"] = "sum",
+        fusion: Literal["sum", "film", "gate"] = "sum",
+        encoder_norm: Literal["batch", "none"] = "batch",
         head: Literal["set", "pairs"] = "set",
         blind: bool = False,
         lr: float = 1e-3,
@@ -224,7 +242,7 @@ class HAN(AttentionModel):
         if head not in HEADS:
             raise ValueError(f"--head={head!r} is not supported; use one of {', '.join(HEADS)}")
         self.check_positive(lr=lr, embed_dim=embed_dim, fusion_dim=fusion_dim, head_hidden=head_hidden)
-        self.image_encoder = ImageEncoder(in_channels, encoder_channels, encoder_strides, encoder_kernels)
+        self.image_encoder = ImageEncoder(in_channels, encoder_channels, encoder_strides, encoder_kernels, encoder_norm)
         self.grid_hw = self.image_encoder.grid_size(int(image_size[0]), int(image_size[-1]))
         self.num_cells = self.grid_hw[0] * self.grid_hw[1]
         self.k = resolve_k(k, self.num_cells) if selection == "topk" else None
@@ -232,13 +250,14 @@ class HAN(AttentionModel):
         if threshold is not None and not 0.0 <= threshold < 1.0:
             raise ValueError(f"--threshold={threshold} must be in [0, 1) (a softmax value; default 1/{self.num_cells})")
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, fusion_dim, rnn)
-        if fusion not in ("sum", "film"):
-            raise ValueError(f"--fusion={fusion!r} is not supported; use sum (the paper's) or film")
-        self.project = nn.Conv2d(self.image_encoder.out_channels, fusion_dim, 1)
+        if fusion not in ("sum", "film", "gate"):
+            raise ValueError(f"--fusion={fusion!r} is not supported; use sum (the paper's), film or gate")
+        gate = fusion == "gate"  # no biases, no position embedding, no added question: blank stays zero
+        self.project = nn.Conv2d(self.image_encoder.out_channels, fusion_dim, 1, bias=not gate)
         # a learned embedding per cell, added to the image features, so presence can depend on where a cell is
-        self.position = nn.Parameter(0.1 * torch.randn(fusion_dim, *self.grid_hw))
-        self.film = nn.Linear(fusion_dim, fusion_dim) if fusion == "film" else None
-        self.fuse = nn.Conv2d(fusion_dim, fusion_dim, 1)
+        self.position = None if gate else nn.Parameter(0.1 * torch.randn(fusion_dim, *self.grid_hw))
+        self.film = nn.Linear(fusion_dim, fusion_dim) if fusion in ("film", "gate") else None
+        self.fuse = nn.Conv2d(fusion_dim, fusion_dim, 1, bias=not gate)
         self.head = HEADS[head](fusion_dim, fusion_dim, head_hidden, num_classes, self.num_cells)
         # fraction of cells attended: running mean of f and f^2 per stage, for the epoch's mean and spread
         self.attended = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test") for m in ("mean", "sq")})
@@ -262,10 +281,14 @@ class HAN(AttentionModel):
             raise ValueError(f"images {tuple(images.shape[-2:])} give a {tuple(grid.shape[-2:])} grid, but the model "
                              f"was built for {self.grid_hw}; pass --image_size matching the data")
         q = self.question_encoder(tokens, lengths)  # (B, C)
-        v = self.project(grid) + self.position  # (B, C, H', W')
-        if self.film is not None:  # question-dependent channel gains as well as the paper's sum
+        v = self.project(grid)  # (B, C, H', W')
+        if self.position is not None:
+            v = v + self.position
+        if self.film is not None:  # question-dependent channel gains (film: as well as the paper's sum)
             v = v * (1 + self.film(q))[:, :, None, None]
-        fused = self.fuse(F.relu(v + q[:, :, None, None]))  # (B, C, H', W')
+        if self.hparams.fusion != "gate":
+            v = v + q[:, :, None, None]
+        fused = self.fuse(F.relu(v))  # (B, C, H', W')
         return fused.flatten(2).transpose(1, 2), q  # (B, N, C), (B, C)
 
     def cell_xy(self, device, dtype) -> Tensor:

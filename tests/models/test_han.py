@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -224,3 +225,25 @@ def test_accuracy_per_question_type_is_logged_and_matches_the_predictions(dm):
         else:
             assert f"val/acc_{name}" not in m
     assert "train/acc_exist" not in m
+
+
+def test_gate_fusion_gives_blank_cells_zero_presence_so_topk_starts_on_what_is_drawn():
+    d = VQAScenesDataModule(canvas_size=48, grid=6, min_objects=5, max_objects=9, clutter=0, num_colours=4,
+                            num_shapes=4, question_types=["exist", "count", "relate"], train_size=8, val_size=64,
+                            test_size=8)
+    d.setup()
+    b = collate(d.val_set.__getitems__(list(range(64))))
+    occupied = torch.zeros(64, 36, dtype=torch.bool)  # (B, N) the places that hold an object
+    scenes = d.val_set.scenes(range(64))
+    real = np.arange(scenes.place.shape[1])[None] < scenes.count[:, None]  # (B, M) real object slots
+    occupied[torch.as_tensor(np.nonzero(real)[0]), torch.as_tensor(scenes.place[real])] = True
+    model = HAN(**d.model_kwargs(), selection="topk", k=4, head="pairs", fusion="gate", encoder_norm="none",
+                encoder_channels=(16, 16), encoder_kernels=(8, 1), encoder_strides=(8, 1), fusion_dim=16,
+                head_hidden=16).eval()
+    with torch.no_grad():
+        cells, _ = model.encode(*model.inputs(b))
+        mask = model.choose(cells).mask
+    assert (presence(cells)[~occupied] == 0).all() and (presence(cells)[occupied] > 0).float().mean() > 0.95
+    assert (mask & occupied).sum() / mask.sum() > 0.95  # an untrained HAN already keeps objects, not blanks
+    with pytest.raises(ValueError, match="--fusion"):
+        make(d, fusion="concat")
