@@ -20,7 +20,7 @@ def small_dm(**kw) -> VQAScenesDataModule:
 
 def hand_scene() -> Scene:
     """3x3 grid on a 48px canvas (places of 16px): red large circle top left, green small square top right,
-    blue large triangle bottom centre, green large circle middle left."""
+    blue large triangle bottom center, green large circle middle left."""
     return Scene(
         colour=np.array([RED, GREEN, BLUE, GREEN]),
         shape=np.array([CIRCLE, SQUARE, TRIANGLE, CIRCLE]),
@@ -62,7 +62,7 @@ def test_rendering_draws_each_object_in_its_colour_at_its_place():
         np.testing.assert_allclose(image[:, int(y), int(x)], rgb[c])
     np.testing.assert_allclose(image[:, 25, 30], [0.5, 0.5, 0.5])  # the clutter square
     np.testing.assert_allclose(image[:, 40, 8], [0.0, 0.0, 0.0])   # the empty bottom left place
-    # the square's mask is a (2 * 0.85 r)-sided square around its centre: 6.8px -> pixels 37..42 of x
+    # the square's mask is a (2 * 0.85 r)-sided square around its center: 6.8px -> pixels 37..42 of x
     cols = np.flatnonzero((image[:, 8, :] == rgb[GREEN][:, None]).all(0))
     assert cols.min() == 37 and cols.max() == 42
 
