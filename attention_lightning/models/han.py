@@ -6,8 +6,9 @@ Attention", ECCV 2018.
 Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with lengths (B,):
 
 1. A CNN encodes the image to a grid (B, C, H', W') (3x3 convs by default; ``--encoder_kernels`` equal to
-   ``--encoder_strides`` cut patches instead, e.g. 8px patches of a 48px scene = one cell per place of its
-   6x6 lattice, the CPU preset in configs/han_vqa.yaml); an LSTM (or GRU) encodes the question to (B, C).
+   ``--encoder_strides`` cut patches instead, e.g. 8px patches of a 24px scene = one cell per place of its
+   3x3 lattice, configs/han_vqa.yaml; of a 48px scene, its 6x6 lattice, configs/han_vqa_6x6.yaml); an
+   LSTM (or GRU) encodes the question to (B, C).
 2. The question vector is broadcast to every cell and summed with the cell's projected image feature
    plus a learned per-cell position embedding (``--fusion=film`` also scales the image feature by
    question-dependent channel gains), then ReLU and a 1x1 conv give the fused feature of each cell
@@ -36,7 +37,7 @@ Deviations from the paper, each for a measured reason on the synthetic scenes:
   per-cell set head treats cells independently, so without positions left/right (relate) questions stayed
   at chance (issue 17, main at 8665b53), and in short CPU runs counting rose faster with the product.
 - ``--fusion=film`` (question-dependent channel gains on top of the paper's sum) and ``--fusion=gate``
-  (the gains alone) are ours; ``sum`` is the paper's. The presets use ``gate`` with ``--encoder_norm=none``
+  (the gains alone) are ours; ``sum`` is the paper's. The 6x6 presets use ``gate`` with ``--encoder_norm=none``
   (no BatchNorm, no biases) so that a blank cell's fused feature, hence its presence, is exactly zero:
   on the 6x6 preset an untrained HAN with the ``film``/``sum`` fusion kept occupied cells among its top 4
   at their base rate (18-26% vs 20%), with ``gate`` 99%, and at 600 steps neither ``film`` variant had
