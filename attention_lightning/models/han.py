@@ -7,11 +7,12 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
 
 1. A CNN encodes the image to a grid (B, C, H', W') (3x3 convs by default; ``--encoder_kernels`` equal to
    ``--encoder_strides`` cut patches instead, e.g. 8px patches of a 24px scene = one cell per place of its
-   3x3 lattice, the CPU preset in configs/han_vqa.yaml); an LSTM (or GRU) encodes the question to (B, C).
+   3x3 lattice, configs/han_vqa.yaml; of a 48px scene, its 6x6 lattice, configs/han_vqa_6x6.yaml); an
+   LSTM (or GRU) encodes the question to (B, C).
 2. The question vector is broadcast to every cell and summed with the cell's projected image feature
    plus a learned per-cell position embedding (``--fusion=film`` also scales the image feature by
    question-dependent channel gains), then ReLU and a 1x1 conv give the fused feature of each cell
-   (B, N = H'W', C).
+   (B, N = H'W', C). ``--fusion=gate`` keeps only the gains (no sum, no position embedding, no biases).
 3. Presence of a cell = L2 norm of its fused feature (``nn.selection.presence``).
 4. Selection (``--selection``):
    - ``topk`` (HAN): the ``--k`` cells of largest presence (an int, or a float in (0, 1] = fraction of N).
@@ -19,13 +20,31 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
      (default 1/N); the count differs per example; the top cell is always kept.
    - ``soft`` baseline: every cell, weighted by the softmax of presence.
    - ``none`` baseline: every cell, weight 1.
-5. Each selected cell's fused feature, concatenated with its product with the question vector, its (x, y)
-   centre in [-1, 1] (cell j of W' at (2j + 1)/W' - 1, the grid's own align_corners=False convention) and
-   the question, goes through a per-cell MLP (the product lets one layer match a cell against the
-   question's words; in short CPU runs counting rose faster with it); the results are summed
-   (weighted by the soft weights for ``soft``) and scaled by the fixed 1/sqrt(N) (a sum, not a mean, so
-   it can count); an MLP over [sum, question] gives the answer
-   logits. Cross-entropy trains everything.
+5. The answer head (``--head``) reads the selected cells, each as [fused feature, its product with the
+   question vector, its (x, y) center in [-1, 1] (cell j of W' at (2j + 1)/W' - 1, the grid's own
+   align_corners=False convention)], and the question:
+   - ``set``: a per-cell MLP g([cell, cell * q, xy, q]), summed over the cells (weighted by the soft
+     weights for ``soft``) and scaled by the fixed 1/sqrt(N) (a sum, not a mean, so it can count); an MLP
+     over [sum, question] gives the answer logits.
+   - ``pairs``: a relation network (Santoro et al. 2017) over ordered pairs of selected cells (self-pairs
+     included): sum_ij w_i w_j g([u_i, u_j, q]) scaled by the fixed 1/N, then the same MLP over [sum, q].
+     This is the paper's "RN + HAN" on CLEVR, where hard attention is what makes the quadratic head
+     affordable: k = 4 cells give 16 pairs, all 36 cells of the CPU preset's grid give 1296.
+   Cross-entropy trains everything.
+
+Deviations from the paper, each for a measured reason on the synthetic scenes:
+- The xy centers, the cell * question product and the learned per-cell position embedding are ours: the
+  per-cell set head treats cells independently, so without positions left/right (relate) questions stayed
+  at chance (issue 17, main at 8665b53), and in short CPU runs counting rose faster with the product.
+- ``--fusion=film`` (question-dependent channel gains on top of the paper's sum) and ``--fusion=gate``
+  (the gains alone) are ours; ``sum`` is the paper's. The 6x6 presets use ``gate`` with ``--encoder_norm=none``
+  (no BatchNorm, no biases) so that a blank cell's fused feature, hence its presence, is exactly zero:
+  on the 6x6 preset an untrained HAN with the ``film``/``sum`` fusion kept occupied cells among its top 4
+  at their base rate (18-26% vs 20%), with ``gate`` 99%, and at 600 steps neither ``film`` variant had
+  learned exist/relate. The paper's CNN is trained on real images, where magnitude already tracks
+  content; ours starts from scratch, so it is given that prior by construction.
+- ``--blind`` (the image zeroed before the encoder) is a baseline of ours: the same model answering from
+  the question alone, so the gain from looking is measured at equal steps and parameters.
 
 What happens to the unselected cells (``topk``/``adaptive``): they are dropped before the answer head.
 ``pack_cells`` gathers only the selected cells into a padded (B, M, C + 2) tensor (M = largest count in
@@ -37,8 +56,9 @@ cell's fused feature gets exactly zero gradient. The encoders still learn to ran
 features that help answering are those whose norms the selection reads ("bootstrapping"). With ``soft``
 the gradient also flows through the softmax weights into presence.
 
-Metrics: accuracy, and the fraction of cells attended per example (cells that reach the head; 1 for
-soft/none), logged as ``{stage}/attended_mean`` and ``{stage}/attended_std`` over the epoch.
+Metrics: accuracy; accuracy per question type (``val/acc_<type>``, ``test/acc_<type>``, for batches with a
+``qtype``; types in ``QTYPE_NAMES`` order); and the fraction of cells attended per example (cells that reach
+the head; 1 for soft/none), logged as ``{stage}/attended_mean`` and ``{stage}/attended_std`` over the epoch.
 """
 from __future__ import annotations
 
@@ -78,16 +98,17 @@ class ImageEncoder(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int],
-                 kernels: Optional[Sequence[int]] = None) -> None:
+                 kernels: Optional[Sequence[int]] = None, norm: str = "batch") -> None:
         super().__init__()
         kernels = [3] * len(channels) if kernels is None else list(kernels)
         if len(channels) != len(strides) or len(kernels) != len(channels) or not channels:
             raise ValueError(f"--encoder_channels {list(channels)}, --encoder_strides {list(strides)} and "
                              f"--encoder_kernels {kernels} must be non-empty and of equal length")
         layers, c = [], in_channels
+        batch = norm == "batch"  # without it, no biases either: a blank (zero) patch gives exactly zero
         for out, s, k in zip(channels, strides, kernels):
-            layers += [nn.Conv2d(c, out, k, stride=s, padding=conv_padding(k)), nn.BatchNorm2d(out),
-                       nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c, out, k, stride=s, padding=conv_padding(k), bias=batch),
+                       nn.BatchNorm2d(out) if batch else nn.Identity(), nn.ReLU(inplace=True)]
             c = out
         self.net = nn.Sequential(*layers)
         self.strides, self.kernels = tuple(strides), tuple(kernels)
@@ -139,26 +160,59 @@ class SetHead(nn.Module):
         return self.f(torch.cat([pooled, question], dim=-1))  # (B, K)
 
 
+class PairHead(nn.Module):
+    """Relation-network head over a weighted set of cells: sum_ij w_i w_j g([u_i, u_j, q]), then f([sum, q]),
+    where u_i = [cell_i, cell_i * q, xy_i]; g's first layer is applied per cell and summed per pair."""
+
+    def __init__(self, cell_dim: int, question_dim: int, hidden: int, num_classes: int, num_cells: int) -> None:
+        super().__init__()
+        if cell_dim != question_dim:
+            raise ValueError(f"cell features ({cell_dim}) and the question ({question_dim}) must have one width")
+        self.scale = 1.0 / num_cells  # a fixed scale over up to N^2 pairs (not a mean), so the sum still counts
+        self.first = nn.Linear(2 * cell_dim + 2, hidden)
+        self.second = nn.Linear(2 * cell_dim + 2, hidden, bias=False)
+        self.question = nn.Linear(question_dim, hidden, bias=False)
+        self.g = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(inplace=True))
+        self.f = nn.Sequential(nn.Linear(hidden + question_dim, hidden), nn.ReLU(inplace=True),
+                               nn.Linear(hidden, num_classes))
+
+    def forward(self, cells: Tensor, xy: Tensor, weights: Tensor, question: Tensor) -> Tensor:
+        u = torch.cat([cells, cells * question[:, None], xy], dim=-1)  # (B, M, 2C + 2)
+        q = self.question(question)[:, None, None]  # (B, 1, 1, hidden)
+        h = F.relu(self.first(u)[:, :, None] + self.second(u)[:, None] + q)  # (B, M, M, hidden)
+        w = weights[:, :, None] * weights[:, None]  # (B, M, M)
+        pooled = (self.g(h) * w[..., None]).sum(dim=(1, 2)) * self.scale  # (B, hidden)
+        return self.f(torch.cat([pooled, question], dim=-1))  # (B, K)
+
+
+QTYPE_NAMES = ("exist", "query", "count", "relate")  # what ``qtype`` indexes in vqa_scenes batches
+HEADS = {"set": SetHead, "pairs": PairHead}
+
+
 @register_model("han", "HAN/AdaHAN: question-fused CNN grid, keep top-k or adaptive cells by L2 presence, set head")
 class HAN(AttentionModel):
-    """Hard attention for VQA: a question-fused CNN grid, the cells of largest L2 presence, a set head.
+    """HAN / AdaHAN: the cells of largest presence reach the answer head, the rest are dropped.
 
     Arguments:
-        num_classes: number of answers (from the data).
-        vocab_size: question vocabulary size, padding included (from the data).
-        in_channels: image channels (from the data).
-        image_size: (H, W) of the images in pixels (from the data).
-        selection: ``topk`` (HAN), ``adaptive`` (AdaHAN), ``soft`` (softmax weights) or ``none`` (every cell).
-        k: cells kept by ``topk``: a count (int) or a fraction of the grid's cells (float in (0, 1]).
-        threshold: softmax-of-presence value a cell must exceed for ``adaptive``, in [0, 1) (default 1/cells).
-        encoder_channels: widths of the image encoder's conv layers.
-        encoder_strides: stride of each image encoder layer.
-        encoder_kernels: kernel of each image encoder layer (default 3); kernel = stride cuts patches.
-        embed_dim: width of the word embeddings.
+        num_classes: number of answers.
+        vocab_size: question vocabulary size (token 0 is padding).
+        in_channels: image channels.
+        image_size: (H, W) of the images, in pixels.
+        selection: topk (HAN), adaptive (AdaHAN), soft (softmax weights) or none (every cell, weight 1).
+        k: cells kept by topk: a count (int) or a fraction of the grid's cells (float in (0, 1]).
+        threshold: adaptive keeps cells whose softmax of presence exceeds this (default 1/number of cells).
+        encoder_channels: channels of each conv layer of the image encoder.
+        encoder_strides: stride of each conv layer.
+        encoder_kernels: kernel of each conv layer (default 3s; kernel == stride cuts patches).
+        embed_dim: word embedding width.
         fusion_dim: width of the fused cell features and of the question vector.
-        head_hidden: width of the answer head's layers.
-        rnn: question encoder, ``lstm`` or ``gru``.
-        fusion: ``sum`` (question added to each cell, the paper's) or ``film`` (also question-dependent gains).
+        head_hidden: hidden width of the answer head.
+        rnn: question encoder, lstm or gru.
+        fusion: sum (the paper's: image feature + question), film (also question-dependent channel gains) or
+            gate (only the gains: a cell with a zero image feature has a zero fused feature).
+        encoder_norm: batch (conv-BN-ReLU) or none (conv-ReLU without biases: a blank patch encodes to zero).
+        head: set (per-cell MLP, summed) or pairs (relation network over pairs of selected cells).
+        blind: answer from the question alone: the image is zeroed before the encoder (a baseline).
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
     """
@@ -179,13 +233,16 @@ class HAN(AttentionModel):
         fusion_dim: int = 128,
         head_hidden: int = 128,
         rnn: Literal["lstm", "gru"] = "lstm",
-        fusion: Literal["sum", "film"] = "sum",
+        fusion: Literal["sum", "film", "gate"] = "sum",
+        encoder_norm: Literal["batch", "none"] = "batch",
+        head: Literal["set", "pairs"] = "set",
+        blind: bool = False,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(num_classes, lr, weight_decay)
         self.check_positive(lr=lr, embed_dim=embed_dim, fusion_dim=fusion_dim, head_hidden=head_hidden)
-        self.image_encoder = ImageEncoder(in_channels, encoder_channels, encoder_strides, encoder_kernels)
+        self.image_encoder = ImageEncoder(in_channels, encoder_channels, encoder_strides, encoder_kernels, encoder_norm)
         self.grid_hw = self.image_encoder.grid_size(int(image_size[0]), int(image_size[-1]))
         self.num_cells = self.grid_hw[0] * self.grid_hw[1]
         with as_flags(k="k"):
@@ -193,14 +250,17 @@ class HAN(AttentionModel):
         if threshold is not None and not 0.0 <= threshold < 1.0:
             raise ValueError(f"--threshold={threshold} must be in [0, 1) (a softmax value; default 1/{self.num_cells})")
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, fusion_dim, rnn)
-        self.project = nn.Conv2d(self.image_encoder.out_channels, fusion_dim, 1)
+        gate = fusion == "gate"  # no biases, no position embedding, no added question: blank stays zero
+        self.project = nn.Conv2d(self.image_encoder.out_channels, fusion_dim, 1, bias=not gate)
         # a learned embedding per cell, added to the image features, so presence can depend on where a cell is
-        self.position = nn.Parameter(0.1 * torch.randn(fusion_dim, *self.grid_hw))
-        self.film = nn.Linear(fusion_dim, fusion_dim) if fusion == "film" else None
-        self.fuse = nn.Conv2d(fusion_dim, fusion_dim, 1)
-        self.head = SetHead(fusion_dim, fusion_dim, head_hidden, num_classes, self.num_cells)
+        self.position = None if gate else nn.Parameter(0.1 * torch.randn(fusion_dim, *self.grid_hw))
+        self.film = nn.Linear(fusion_dim, fusion_dim) if fusion in ("film", "gate") else None
+        self.fuse = nn.Conv2d(fusion_dim, fusion_dim, 1, bias=not gate)
+        self.head = HEADS[head](fusion_dim, fusion_dim, head_hidden, num_classes, self.num_cells)
         # fraction of cells attended: running mean of f and f^2 per stage, for the epoch's mean and spread
         self.attended = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test") for m in ("mean", "sq")})
+        # accuracy per question type: a mean of 'correct' weighted by 'is of this type', per stage and type
+        self.type_acc = nn.ModuleDict({f"{s}_{q}": MeanMetric() for s in ("val", "test") for q in QTYPE_NAMES})
 
     # --- batches are VQABatch (datamodules.vqa_scenes) ---------------------------------------------
     def targets(self, batch: VQABatch) -> Tensor:
@@ -212,19 +272,25 @@ class HAN(AttentionModel):
     # --- the model ---------------------------------------------------------------------------
     def encode(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
         """Fused cell features (B, N, C), row-major over the (H', W') grid, and the question vector (B, C)."""
+        if self.hparams.blind:  # the question-only baseline: same model, nothing to see
+            images = torch.zeros_like(images)
         grid = self.image_encoder(images)  # (B, C', H', W')
         if tuple(grid.shape[-2:]) != self.grid_hw:
             raise ValueError(f"images {tuple(images.shape[-2:])} give a {tuple(grid.shape[-2:])} grid, but the model "
                              f"was built for {self.grid_hw}; pass --image_size matching the data")
         q = self.question_encoder(tokens, lengths)  # (B, C)
-        v = self.project(grid) + self.position  # (B, C, H', W')
-        if self.film is not None:  # question-dependent channel gains as well as the paper's sum
+        v = self.project(grid)  # (B, C, H', W')
+        if self.position is not None:
+            v = v + self.position
+        if self.film is not None:  # question-dependent channel gains (film: as well as the paper's sum)
             v = v * (1 + self.film(q))[:, :, None, None]
-        fused = self.fuse(F.relu(v + q[:, :, None, None]))  # (B, C, H', W')
+        if self.hparams.fusion != "gate":
+            v = v + q[:, :, None, None]
+        fused = self.fuse(F.relu(v))  # (B, C, H', W')
         return fused.flatten(2).transpose(1, 2), q  # (B, N, C), (B, C)
 
     def cell_xy(self, device, dtype) -> Tensor:
-        """Cell centres (N, 2) as (x, y) in [-1, 1], row-major."""
+        """Cell centers (N, 2) as (x, y) in [-1, 1], row-major."""
         h, w = self.grid_hw
         ys, xs = pixel_centers(h, device=device, dtype=dtype), pixel_centers(w, device=device, dtype=dtype)
         return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)  # (N, 2)
@@ -252,6 +318,10 @@ class HAN(AttentionModel):
         frac = sel.mask.float().mean(dim=1)  # (B,) fraction of cells attended
         self.attended[f"{stage}_mean"].update(frac.detach())
         self.attended[f"{stage}_sq"].update(frac.detach() ** 2)
+        if stage != "train" and "qtype" in batch:
+            correct = (logits.detach().argmax(-1) == self.targets(batch)).float()  # (B,)
+            for i, name in enumerate(QTYPE_NAMES):  # over question types, not over the batch
+                self.type_acc[f"{stage}_{name}"].update(correct, weight=(batch.qtype == i).float())
         return {"ce": F.cross_entropy(logits, self.targets(batch))}, logits
 
     def _log_attended(self, stage: str) -> None:
@@ -264,14 +334,26 @@ class HAN(AttentionModel):
         m_mean.reset()
         m_sq.reset()
 
+    def _log_type_acc(self, stage: str) -> None:
+        """``{stage}/acc_<type>`` for each question type seen this epoch."""
+        for name in QTYPE_NAMES:
+            metric = self.type_acc[f"{stage}_{name}"]
+            if metric.update_count:
+                value = metric.compute()
+                if torch.isfinite(value):  # a type never asked has weight 0 and no accuracy
+                    self.log(f"{stage}/acc_{name}", value)
+            metric.reset()
+
     def on_train_epoch_end(self) -> None:
         self._log_attended("train")
 
     def on_validation_epoch_end(self) -> None:
         self._log_attended("val")
+        self._log_type_acc("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_attended("test")
+        self._log_type_acc("test")
 
     @torch.no_grad()
     def attention(self, batch: Any) -> Attention:

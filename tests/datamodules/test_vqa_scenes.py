@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from attention_lightning import experiment
 from attention_lightning.batches import VQABatch
-from datamodules.vqa_scenes import (
-    COLOURS, QTYPES, SHAPES, SIZES, Scene, SceneGenerator, VQAScenesDataModule, answer_question, collate,
-)
+from attention_lightning.facts import DataFacts
+from datamodules.scenes import COLOURS, QTYPES, SHAPES, SIZES, Scene, SceneGenerator
+from datamodules.vqa_scenes import VQAScenesDataModule, collate
+from tests.datamodules.scene_oracle import answer_question
 
 RED, GREEN, BLUE = (list(COLOURS).index(c) for c in ("red", "green", "blue"))
 CIRCLE, SQUARE, TRIANGLE = (SHAPES.index(s) for s in ("circle", "square", "triangle"))
@@ -19,13 +21,13 @@ def small_dm(**kw) -> VQAScenesDataModule:
 
 def hand_scene() -> Scene:
     """3x3 grid on a 48px canvas (places of 16px): red large circle top left, green small square top right,
-    blue large triangle bottom centre, green large circle middle left."""
+    blue large triangle bottom center, green large circle middle left."""
     return Scene(
         colour=np.array([RED, GREEN, BLUE, GREEN]),
         shape=np.array([CIRCLE, SQUARE, TRIANGLE, CIRCLE]),
         size=np.array([1, 0, 1, 1]),
         place=np.array([0, 2, 7, 3]),
-        centre=np.array([[8.0, 8.0], [40.0, 8.0], [24.0, 40.0], [8.0, 24.0]]),
+        center=np.array([[8.0, 8.0], [40.0, 8.0], [24.0, 40.0], [8.0, 24.0]]),
         radius=np.array([6.4, 4.0, 6.4, 6.4]),
         clutter=np.array([[30.0, 25.0, 1.6]]),
     )
@@ -36,7 +38,7 @@ def hand_scene() -> Scene:
     ("is there a red square ?", "no"),
     ("is there a green square ?", "yes"),
     ("what colour is the object at the top right ?", "green"),
-    ("what shape is the object at the bottom centre ?", "triangle"),
+    ("what shape is the object at the bottom center ?", "triangle"),
     ("what size is the object at the top right ?", "small"),
     ("what size is the object at the middle left ?", "large"),
     ("how many green objects are there ?", "2"),
@@ -57,11 +59,11 @@ def test_rendering_draws_each_object_in_its_colour_at_its_place():
     image = gen.render(hand_scene())  # (3, 48, 48)
     assert image.shape == (3, 48, 48) and image.dtype == np.float32
     rgb = np.array(list(COLOURS.values()), dtype=np.float32)
-    for (x, y), c in zip(hand_scene().centre, hand_scene().colour):
+    for (x, y), c in zip(hand_scene().center, hand_scene().colour):
         np.testing.assert_allclose(image[:, int(y), int(x)], rgb[c])
     np.testing.assert_allclose(image[:, 25, 30], [0.5, 0.5, 0.5])  # the clutter square
     np.testing.assert_allclose(image[:, 40, 8], [0.0, 0.0, 0.0])   # the empty bottom left place
-    # the square's mask is a (2 * 0.85 r)-sided square around its centre: 6.8px -> pixels 37..42 of x
+    # the square's mask is a (2 * 0.85 r)-sided square around its center: 6.8px -> pixels 37..42 of x
     cols = np.flatnonzero((image[:, 8, :] == rgb[GREEN][:, None]).all(0))
     assert cols.min() == 37 and cols.max() == 42
 
@@ -121,21 +123,57 @@ def test_answers_are_balanced_and_majority_is_low():
     assert max(counts.count(c) for c in set(counts)) / len(counts) < 0.4
 
 
-def test_model_kwargs_and_vocabularies():
+def test_facts_and_vocabularies():
     dm = small_dm()
-    kw = dm.model_kwargs()
-    assert kw["num_classes"] == len(dm.answers) == len(set(dm.answers))
-    assert kw["vocab_size"] == len(dm.tokenizer) and kw["in_channels"] == 3 and kw["image_size"] == (32, 32)
+    facts = dm.facts()
+    assert isinstance(facts, DataFacts) and dm.model_kwargs() == facts.model_facts()
+    assert facts.num_classes == len(dm.answers) == len(set(dm.answers)) == len(facts.class_names)
+    assert facts.vocab_size == len(dm.tokenizer) and facts.in_channels == 3 and facts.image_size == (32, 32)
     assert set(SIZES) <= set(dm.answers)
 
 
 @pytest.mark.parametrize("kw,flag", [
-    ({"max_objects": 10}, "--max_objects"), ({"grid": 5}, "--grid"), ({"canvas_size": 16}, "--canvas_size"),
-    ({"question_types": ["where"]}, "--question_types"), ({"max_count": 9}, "--max_count"),
+    ({"max_objects": 10}, "--max_objects"), ({"grid": 9}, "--grid"), ({"canvas_size": 16}, "--canvas_size"),
+    ({"question_types": []}, "--question_types"), ({"max_count": 9}, "--max_count"),
+    ({"grid": 6, "canvas_size": 48}, "--question_types has query"),  # places are named only up to 4x4
 ])
 def test_bad_flags_name_the_flag(kw, flag):
     with pytest.raises(ValueError, match=flag):
         VQAScenesDataModule(**kw)
+
+
+def test_an_unknown_question_type_is_refused_by_the_flag_router():
+    with pytest.raises(experiment.UserError, match="question_types"):
+        experiment.plan({"model": "han", "data": "vqa_scenes", "question_types": ["where"]})
+
+
+def test_large_lattice_scenes_need_specific_cells_among_many_objects():
+    """The preset's scenes: 5-9 objects on 6x6, each question answered from at most 3 of them (checked by the
+    oracle), so keeping 4 cells cannot mean keeping every object."""
+    dm = small_dm(canvas_size=48, grid=6, min_objects=5, max_objects=9, clutter=6, num_colours=4, num_shapes=4,
+                  question_types=["exist", "count", "relate"], val_size=300)
+    scenes = dm.val_set.scenes(range(300))
+    assert scenes.count.min() == 5 and scenes.count.max() == 9 and set(scenes.qtype) == {"exist", "count", "relate"}
+    for i in range(300):
+        scene = scenes[i]
+        assert answer_question(scene, scene.question, 6) == scene.answer, scene.question
+        assert scene.place.max() < 36 and len(np.unique(scene.place)) == len(scene.place)
+    assert "top" not in dm.tokenizer.stoi  # no place names on a 6x6 lattice
+
+
+def test_prior_baseline_is_the_per_type_majority_measured_on_test():
+    dm = small_dm(question_types=["exist", "count"], val_size=500, test_size=500)
+    prior = dm.prior_baseline()
+    assert set(prior) == {"acc", "acc_exist", "acc_count"}
+    val, test = dm.val_set.scenes(range(500)), dm.test_set.scenes(range(500))
+    best = {}
+    for kind in ("exist", "count"):
+        answers = [a for a, q in zip(val.answer, val.qtype) if q == kind]
+        best[kind] = max(sorted(set(answers)), key=answers.count)
+        truth = [a for a, q in zip(test.answer, test.qtype) if q == kind]
+        assert prior[f"acc_{kind}"] == pytest.approx(truth.count(best[kind]) / len(truth))
+    assert prior["acc"] == pytest.approx(np.mean([a == best[q] for a, q in zip(test.answer, test.qtype)]))
+    assert 0.4 < prior["acc_exist"] < 0.6 and prior["acc_count"] < 0.35  # answers are balanced
 
 
 def test_fewer_colours_and_shapes_restrict_scenes_and_questions():
@@ -160,7 +198,7 @@ def reference_render(gen: SceneGenerator, scene: Scene) -> np.ndarray:
     label = np.zeros((gen.canvas, gen.canvas), dtype=np.int64)
     for x, y, h in scene.clutter:
         label[(np.abs(xs - x) <= h) & (np.abs(ys - y) <= h)] = 1
-    for (x, y), r, kind, colour in zip(scene.centre, scene.radius, scene.shape, scene.colour):
+    for (x, y), r, kind, colour in zip(scene.center, scene.radius, scene.shape, scene.colour):
         dx, dy = (xs - x).astype(np.float32), (ys - y).astype(np.float32)
         ax, ay, r = np.abs(dx), np.abs(dy), np.float32(r)
         mask = [dx * dx + dy * dy <= r * r, np.maximum(ax, ay) <= 0.85 * r,

@@ -1,11 +1,13 @@
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from attention_lightning import experiment
 from attention_lightning.attention import Attention
-from attention_lightning.models.han import HAN
+from attention_lightning.models.han import HAN, QTYPE_NAMES, PairHead
 from attention_lightning.nn.selection import presence
+from datamodules.scenes import QTYPES
 from datamodules.vqa_scenes import VQAScenesDataModule, collate
 
 SELECTIONS = ("topk", "adaptive", "soft", "none")
@@ -36,9 +38,10 @@ def test_k_larger_than_the_grid_names_the_flag(dm):
         make(dm, selection="hard")
 
 
+@pytest.mark.parametrize("head", ["set", "pairs"])
 @pytest.mark.parametrize("selection", SELECTIONS)
-def test_shapes_and_attention(dm, batch, selection):
-    model = make(dm, selection=selection, k=10).eval()
+def test_shapes_and_attention(dm, batch, selection, head):
+    model = make(dm, selection=selection, k=10, head=head).eval()
     logits = model(*model.inputs(batch))
     assert logits.shape == (12, dm.num_classes)
     att = model.attention(batch)
@@ -61,9 +64,10 @@ def test_topk_keeps_the_k_largest_presence_cells_of_the_fused_features(dm, batch
         assert norms[b][mask[b]].min() > norms[b][~mask[b]].max()
 
 
+@pytest.mark.parametrize("head", ["set", "pairs"])
 @pytest.mark.parametrize("selection", ["topk", "adaptive"])
-def test_gradients_reach_both_encoders_through_selected_cells_only(dm, batch, selection):
-    model = make(dm, selection=selection, k=9)
+def test_gradients_reach_both_encoders_through_selected_cells_only(dm, batch, selection, head):
+    model = make(dm, selection=selection, k=9, head=head)
     cells, q = model.encode(*model.inputs(batch))
     cells.retain_grad()
     sel = model.choose(cells)
@@ -83,9 +87,10 @@ def test_soft_gradient_reaches_every_cell(dm, batch):
     assert (cells.grad.abs().sum(-1) > 0).all()
 
 
+@pytest.mark.parametrize("head", ["set", "pairs"])
 @pytest.mark.parametrize("selection", ["topk", "adaptive"])
-def test_unselected_cells_do_not_change_the_answer(dm, batch, selection):
-    model = make(dm, selection=selection, k=9).eval()
+def test_unselected_cells_do_not_change_the_answer(dm, batch, selection, head):
+    model = make(dm, selection=selection, k=9, head=head).eval()
     with torch.no_grad():
         cells, q = model.encode(*model.inputs(batch))
         sel = model.choose(cells)
@@ -162,3 +167,83 @@ def test_patch_encoder_gives_one_cell_per_place_that_sees_only_its_patch():
     assert diff[1, 2] > 0 and (diff.flatten()[torch.arange(9) != 5] == 0).all()
     with pytest.raises(ValueError, match="--encoder_kernels"):
         HAN(**d.model_kwargs(), encoder_channels=(8, 8), encoder_strides=(8, 1), encoder_kernels=(8,))
+
+
+def test_question_type_names_follow_the_datamodule():
+    assert QTYPE_NAMES == QTYPES
+
+
+def test_pair_head_sums_a_function_of_every_ordered_pair_of_kept_cells():
+    """Hand check against the definition: sum over ordered pairs (i, j) of valid cells, self-pairs included."""
+    torch.manual_seed(0)
+    head = PairHead(4, 4, 8, 3, num_cells=5).eval()
+    cells, xy, q = torch.randn(2, 3, 4), torch.rand(2, 3, 2), torch.randn(2, 4)
+    weights = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    with torch.no_grad():
+        logits = head(cells, xy, weights, q)
+        for b in range(2):
+            u = torch.cat([cells[b], cells[b] * q[b], xy[b]], -1)  # (3, 10)
+            total = sum(head.g(torch.relu(head.first(u[i]) + head.second(u[j]) + head.question(q[b])))
+                        for i in range(3) for j in range(3) if weights[b, i] and weights[b, j])
+            expected = head.f(torch.cat([total / 5, q[b]]))
+            torch.testing.assert_close(logits[b], expected)
+
+
+def test_blind_answers_from_the_question_alone(dm, batch):
+    model = make(dm, selection="topk", k=9, blind=True, head="pairs").eval()
+    images, tokens, lengths = model.inputs(batch)
+    with torch.no_grad():
+        a = model(images, tokens, lengths)
+        b = model(torch.rand_like(images), tokens, lengths)
+        c = model(images, tokens.flip(0), lengths.flip(0))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+    seeing = make(dm, selection="topk", k=9, head="pairs").eval()
+    with torch.no_grad():
+        assert not torch.allclose(seeing(images, tokens, lengths), seeing(torch.rand_like(images), tokens, lengths))
+
+
+def test_accuracy_per_question_type_is_logged_and_matches_the_predictions(dm):
+    model = make(dm, selection="topk", k=16, head="pairs")
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    m = trainer.callback_metrics
+    model.eval()
+    right = {q: [] for q in QTYPE_NAMES}
+    with torch.no_grad():
+        for i, b in enumerate(dm.val_dataloader()):
+            if i == 2:
+                break
+            hit = (model(*model.inputs(b)).argmax(-1) == b.answer).tolist()
+            for h, t in zip(hit, b.qtype.tolist()):
+                right[QTYPE_NAMES[t]].append(h)
+    for name, hits in right.items():
+        if hits:
+            assert m[f"val/acc_{name}"].item() == pytest.approx(sum(hits) / len(hits))
+        else:
+            assert f"val/acc_{name}" not in m
+    assert "train/acc_exist" not in m
+
+
+def test_gate_fusion_gives_blank_cells_zero_presence_so_topk_starts_on_what_is_drawn():
+    d = VQAScenesDataModule(canvas_size=48, grid=6, min_objects=5, max_objects=9, clutter=0, num_colours=4,
+                            num_shapes=4, question_types=["exist", "count", "relate"], train_size=8, val_size=64,
+                            test_size=8)
+    d.setup()
+    b = collate(d.val_set.__getitems__(list(range(64))))
+    occupied = torch.zeros(64, 36, dtype=torch.bool)  # (B, N) the places that hold an object
+    scenes = d.val_set.scenes(range(64))
+    real = np.arange(scenes.place.shape[1])[None] < scenes.count[:, None]  # (B, M) real object slots
+    occupied[torch.as_tensor(np.nonzero(real)[0]), torch.as_tensor(scenes.place[real])] = True
+    model = HAN(**d.model_kwargs(), selection="topk", k=4, head="pairs", fusion="gate", encoder_norm="none",
+                encoder_channels=(16, 16), encoder_kernels=(8, 1), encoder_strides=(8, 1), fusion_dim=16,
+                head_hidden=16).eval()
+    with torch.no_grad():
+        cells, _ = model.encode(*model.inputs(b))
+        mask = model.choose(cells).mask
+    assert (presence(cells)[~occupied] == 0).all() and (presence(cells)[occupied] > 0).float().mean() > 0.95
+    assert (mask & occupied).sum() / mask.sum() > 0.95  # an untrained HAN already keeps objects, not blanks
+    with pytest.raises(ValueError, match="--fusion"):
+        make(d, fusion="concat")
