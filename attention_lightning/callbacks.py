@@ -1,97 +1,254 @@
 """Attention dashboards: draw a fixed set of validation images with the model's attention and log them.
 
-``AttentionLogger`` runs every ``every_n_steps`` training steps and at the end of each validation epoch.
+``AttentionLogger`` runs every ``every_n_steps`` training steps and once per validation epoch (with the weights
+that epoch validates).
 It takes the first ``num_images`` items of the validation split once (cached on the CPU), calls
-``pl_module.attention(batch)`` in eval mode without gradients, draws with ``attention_lightning.viz``
-and sends the pictures to each logger of the Trainer:
+``pl_module.attention(batch)`` in eval mode without gradients (on the training thread: it needs the model),
+and hands the drawing to one worker process, so matplotlib never stalls training. At most ``DEPTH``
+drawings wait; results are logged, in order, at the next training step or validation end, and all of them
+in ``teardown`` (so every picture is on disk when ``trainer.fit`` returns). Each logger gets:
 
-- ``WandbLogger``: ``log_image`` with one picture and caption (prediction, confidence, label) per image,
-  plus ``attention/step_accuracy`` for sequential models; works offline (``WANDB_MODE=offline``).
-- ``TensorBoardLogger``: ``add_image`` of the whole grid.
-- any logger with a ``log_dir`` (``CSVLogger``): ``<log_dir>/attention/epoch{e}-step{s}.png``.
+- ``WandbLogger`` (offline too, ``WANDB_MODE=offline``), one history row per drawing:
+  ``attention/images``: each example as a ``wandb.Image`` with every box as an overlay (one class per step,
+  captioned with the prediction at that step and scored with its probabilities) and each map as a mask per
+  step, so steps and maps can be switched on and off; ``attention/table``: a ``wandb.Table`` with the image,
+  label, prediction, confidence, correctness and, for sequential models, the prediction after each step;
+  ``attention/steps``: the glimpse sequence as an animated GIF (``viz.step_frames``); and
+  ``attention/step_accuracy`` for sequential models.
+- ``TensorBoardLogger``: ``add_image`` of the whole grid (``viz.attention_grid``).
+- any logger with a ``log_dir`` (``CSVLogger``): ``<log_dir>/attention/epoch{e}-step{s}.png``, the same grid.
 
-Rank zero only. The RNG state of the run is saved and restored around the drawing, so logging attention
-never changes what a seeded run trains.
+At fit start every logger also gets the data source's resolved facts as hyperparameters under ``data_facts``
+(``log_run_config``). Rank zero only. The RNG state of the run is saved and restored around the drawing, so
+logging attention never changes what a seeded run trains.
 """
 from __future__ import annotations
 
-import contextlib
+import io
+import multiprocessing
+import os
+import threading
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from . import viz
-from .attention import Attention
+from .attention import Attention, cut_batch, draw_attention, first_items
+
+__all__ = ["AttentionLogger", "BackgroundDrawer", "draw_attention", "first_items", "cut_batch", "log_run_config",
+           "run_facts", "render"]
 
 KEY = "attention/images"
 ACC_KEY = "attention/step_accuracy"
+TABLE_KEY = "attention/table"
+STEPS_KEY = "attention/steps"
+DEPTH = 2  # drawings that may wait for the worker before the training thread waits for it
 
 
-def first_items(loader: Any, n: int) -> Any:
-    """The first ``n`` items of a DataLoader's (map-style) dataset as one batch made by its ``collate_fn``.
-
-    Independent of the loader's batch size and workers; an iterable dataset gives its first batch, cut to ``n``.
-    """
-    dataset = getattr(loader, "dataset", None)
-    if dataset is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
-        idx = list(range(min(n, len(dataset))))
-        if not idx:
-            raise ValueError("the validation split is empty: nothing to draw; use a larger --val_size")
-        items = dataset.__getitems__(idx) if hasattr(dataset, "__getitems__") else [dataset[i] for i in idx]
-        collate = getattr(loader, "collate_fn", None) or torch.utils.data.default_collate
-        return collate(items)
-    return _cut(next(iter(loader)), n)
+# --- the drawing, as it runs in the worker -------------------------------------------------------
+def pack(att: Attention) -> dict[str, Any]:
+    """``att`` as plain values (tensors as numpy arrays) that pickle cheaply into another process."""
+    return {f.name: (v.numpy() if isinstance(v, torch.Tensor) else v) for f in fields(att)
+            for v in [getattr(att, f.name)]}
 
 
-def _cut(batch: Any, n: int) -> Any:
-    """The first ``n`` items of a collated batch (tensors, dicts, and lists of tensors or of per-item values)."""
-    if isinstance(batch, torch.Tensor):
-        return batch[:n]
-    if isinstance(batch, dict):
-        return {k: _cut(v, n) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        if all(isinstance(v, (torch.Tensor, dict, list, tuple)) for v in batch):
-            return type(batch)(_cut(v, n) for v in batch)  # a structure: (images, labels)
-        return batch[:n]  # per-item values: e.g. question strings
-    return batch
+def unpack(values: dict[str, Any]) -> Attention:
+    """The ``Attention`` that ``pack`` flattened."""
+    return Attention(**{k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v) for k, v in values.items()})
 
 
-def _module_modes(module: torch.nn.Module) -> List[tuple]:
-    return [(m, m.training) for m in module.modules()]
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An (H, W, 3) uint8 picture encoded as PNG."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, format="PNG")
+    return out.getvalue()
 
 
-def draw_attention(pl_module: pl.LightningModule, batch: Any, trainer: Optional[pl.Trainer] = None) -> Attention:
-    """``pl_module.attention(batch)`` in eval mode, without gradients, on the module's device; returns it on the CPU.
+def render(packed: dict[str, Any], num_images: int, class_names: Sequence[str] | None,
+           wants: Sequence[str]) -> dict[str, Any]:
+    """Draw what ``wants`` names from a packed Attention: ``grid`` (RGB array of ``viz.attention_grid``),
+    ``grid_png`` (the same, PNG-encoded), ``accuracy`` (RGB of ``viz.step_accuracy_figure``), ``steps_gif``
+    (GIF bytes of ``viz.step_frames``)."""
+    att = unpack(packed)
+    out: dict[str, Any] = {}
+    if "grid" in wants or "grid_png" in wants:
+        grid = viz.figure_to_rgb(viz.attention_grid(att, num_images, class_names))  # (H, W, 3)
+        if "grid" in wants:
+            out["grid"] = grid
+        if "grid_png" in wants:
+            out["grid_png"] = png_bytes(grid)
+    if "accuracy" in wants:
+        out["accuracy"] = viz.figure_to_rgb(viz.step_accuracy_figure(att))
+    if "steps_gif" in wants:
+        gif = io.BytesIO()
+        viz.save_gif(viz.step_frames(att, num_images, class_names), gif)
+        out["steps_gif"] = gif.getvalue()
+    return out
 
-    Each submodule's train/eval mode and the torch RNG (CPU and the module's GPU) are restored afterwards.
-    """
-    modes = _module_modes(pl_module)
-    devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        try:
-            pl_module.eval()
-            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            precision = getattr(trainer, "precision_plugin", None) if trainer is not None else None
-            if precision is not None:
-                batch = precision.convert_input(batch)
-            context = precision.forward_context() if precision is not None else contextlib.nullcontext()
-            with torch.no_grad(), context:
-                return pl_module.attention(batch).detach_cpu()
-        finally:
-            for m, training in modes:
-                m.training = training
+
+def _start_worker(rc: dict[str, Any]) -> None:
+    """Worker initializer: one thread, the parent's matplotlib settings (pictures as the parent would draw them),
+    and a watch that ends the worker when the training process ends, however it ends (even SIGKILL)."""
+    import matplotlib
+
+    torch.set_num_threads(1)
+    matplotlib.rcParams.update(rc)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
 
 
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    parent.join()  # returns once the parent is gone
+    os._exit(0)
+
+
+def _ready() -> bool:
+    """Warm the worker: load matplotlib's fonts and canvas once, before the first real drawing."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    fig.add_subplot().set_title("0 (0%)", fontsize=7)
+    viz.figure_to_rgb(fig)
+    return True
+
+
+class BackgroundDrawer:
+    """Runs drawing jobs in one spawned worker process, at most ``depth`` of them pending; results come back in
+    the order the jobs went in. ``background=False`` runs each job at once on the calling thread."""
+
+    def __init__(self, depth: int = DEPTH, background: bool = True) -> None:
+        if depth < 1:
+            raise ValueError(f"depth={depth} must be at least 1")
+        self.depth = depth
+        self.background = background
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: deque[tuple[Any, Future]] = deque()
+
+    def start(self) -> None:
+        """Start the worker now (it imports matplotlib and torch while training goes on)."""
+        if not self.background or self._pool is not None:
+            return
+        import matplotlib
+
+        rc = {k: v for k, v in matplotlib.rcParams.items() if k != "backend"}
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_start_worker, initargs=(rc,))
+        self._pool.submit(_ready)
+
+    def submit(self, tag: Any, fn: Callable[..., Any], *args: Any) -> list[tuple[Any, Any]]:
+        """Queue ``fn(*args)``; returns the (tag, result) pairs finished so far, first waiting for the oldest job
+        when ``depth`` are pending."""
+        if not self.background:
+            return [(tag, fn(*args))]
+        self.start()
+        done = self.finished(wait=False)
+        while len(self._pending) >= self.depth:
+            old_tag, future = self._pending.popleft()
+            done.append((old_tag, _result(future)))
+        self._pending.append((tag, self._pool.submit(fn, *args)))
+        return done
+
+    def finished(self, wait: bool = False) -> list[tuple[Any, Any]]:
+        """(tag, result) of the jobs done, oldest first, stopping at the first one still running (all of them
+        with ``wait``)."""
+        done = []
+        while self._pending and (wait or self._pending[0][1].done()):
+            tag, future = self._pending.popleft()
+            done.append((tag, _result(future)))
+        return done
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the worker (``wait=False``: drop the jobs not started and do not wait for the running one)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=not wait)
+            self._pool = None
+        if not wait:
+            self._pending.clear()
+
+
+def _result(future: Future) -> Any:
+    try:
+        return future.result()
+    except Exception as e:
+        raise RuntimeError(f"AttentionLogger: drawing the attention pictures failed in the worker process "
+                           f"({type(e).__name__}: {e}); pass --viz_images=0 to train without pictures") from e
+
+
+# --- the run record ------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """Paths, tuples and numpy scalars as YAML/JSON-friendly values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def run_facts(datamodule: Any) -> dict[str, Any] | None:
+    """The resolved facts of a data source for the run record: its ``facts()`` (``DataFacts``: sizes, classes
+    and provenance such as digit source, dataset path and split sizes) flattened to one mapping, or, for a
+    datamodule without ``facts()``, what it exposes (classes, dims, digit source, data dir, split sizes)."""
+    if datamodule is None:
+        return None
+    facts = getattr(datamodule, "facts", None)
+    if callable(facts):
+        f = facts()
+        out = {k: v for k, v in f.as_dict().items() if k != "provenance" and v is not None}
+        out.update(f.provenance)
+        return _plain(out)
+    out: dict[str, Any] = {}
+    hparams = getattr(datamodule, "hparams", {}) or {}
+    for name in ("num_classes", "dims", "class_names", "digit_source", "data_dir"):
+        value = getattr(datamodule, name, None)
+        value = hparams.get(name) if value is None else value
+        if value is not None:
+            out[name] = value
+    sizes = {split: len(ds) for split in ("train", "val", "test")
+             for ds in [getattr(datamodule, f"{split}_set", None)] if ds is not None and hasattr(ds, "__len__")}
+    if sizes:
+        out["split_sizes"] = sizes
+    return _plain(out) or None
+
+
+def log_run_config(trainer: pl.Trainer) -> dict[str, Any] | None:
+    """Give every logger the datamodule's resolved facts as hyperparameters under ``data_facts`` (the wandb run
+    config, csv's hparams.yaml); returns them (None without a datamodule)."""
+    facts = run_facts(getattr(trainer, "datamodule", None))
+    if facts is None or not trainer.is_global_zero:
+        return facts
+    for lg in trainer.loggers:
+        lg.log_hyperparams({"data_facts": facts})
+    return facts
+
+
+# --- the callback --------------------------------------------------------------------------------
 class AttentionLogger(pl.Callback):
     """Logs the attention of a fixed set of validation images every N training steps and each validation epoch.
 
-    ``every_n_steps=0`` logs only at the end of validation epochs; ``num_images=0`` logs nothing.
+    ``every_n_steps=0`` logs only once per validation epoch; ``num_images=0`` logs nothing;
+    ``background=False`` draws on the training thread (the pictures are the same).
     """
 
-    def __init__(self, every_n_steps: int = 500, num_images: int = 8, on_validation: bool = True) -> None:
+    def __init__(self, every_n_steps: int = 500, num_images: int = 8, on_validation: bool = True,
+                 background: bool = True) -> None:
         for name, value, off in (("viz_every_n_steps", every_n_steps, "logging every N steps"),
                                  ("viz_images", num_images, "attention pictures")):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -99,58 +256,97 @@ class AttentionLogger(pl.Callback):
         self.every_n_steps = every_n_steps
         self.num_images = num_images
         self.on_validation = on_validation
+        self.background = background
+        self._drawer: BackgroundDrawer | None = None
         self._batch: Any = None
         self._failed = False
         self._last_step = -1
 
+    def __getstate__(self) -> dict[str, Any]:  # ddp_spawn pickles callbacks: the worker stays behind
+        return {**self.__dict__, "_drawer": None}
+
     # --- hooks ---------------------------------------------------------------------------------
+    def on_fit_start(self, trainer, pl_module) -> None:
+        log_run_config(trainer)
+        if self.num_images and trainer.is_global_zero and any(_kind(lg) for lg in trainer.loggers):
+            self._drawer_now().start()
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
             self.log_attention(trainer, pl_module)
+        elif self._drawer is not None and self._drawer.pending:
+            self._deliver(self._drawer.finished(wait=False))
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        # the weights a validation epoch sees are fixed: drawn at its start, the picture is the one at its end,
+        # and the worker draws while the validation loop runs
         if self.on_validation and not trainer.sanity_checking:
             self.log_attention(trainer, pl_module)
 
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if self._drawer is not None and self._drawer.pending:
+            self._deliver(self._drawer.finished(wait=False))
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self.flush()
+        if self._drawer is not None:
+            self._drawer.close()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self._drawer is not None:
+            self._drawer.close(wait=False)
+
     # --- work ----------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Wait for every pending drawing and log it."""
+        if self._drawer is not None:
+            self._deliver(self._drawer.finished(wait=True))
+
     def log_attention(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Draw and log now (rank zero; once per global step; nothing when no logger can take a picture)."""
         if not self.num_images or not trainer.is_global_zero or self._failed or trainer.global_step == self._last_step:
             return
-        sinks = [lg for lg in trainer.loggers if _kind(lg) is not None]
+        sinks = [(lg, _kind(lg)) for lg in trainer.loggers if _kind(lg) is not None]
         if not sinks:
             return
         batch = self._images(trainer)
         if batch is None:
             return
         self._last_step = trainer.global_step
-        att = draw_attention(pl_module, batch, trainer)
+        att = viz.subset(draw_attention(pl_module, batch, trainer), self.num_images)
         names = getattr(trainer.datamodule, "class_names", None) if trainer.datamodule is not None else None
-        grid = None
-        for lg in sinks:
-            kind = _kind(lg)
-            if kind == "wandb":
-                self._to_wandb(lg, att, names, trainer.global_step)
-                continue
-            if grid is None:
-                grid = viz.figure_to_rgb(viz.attention_grid(att, self.num_images, names))
-            if kind == "tensorboard":
-                lg.experiment.add_image(KEY, grid, global_step=trainer.global_step, dataformats="HWC")
-            else:
-                out = Path(lg.log_dir) / "attention" / f"epoch{trainer.current_epoch}-step{trainer.global_step}.png"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                from PIL import Image
+        names = list(names) if names is not None else None
+        kinds = {kind for _, kind in sinks}
+        wants = {"grid"} if "tensorboard" in kinds else set()
+        if "files" in kinds:
+            wants.add("grid_png")
+        if "wandb" in kinds and att.steps > 1:
+            wants.add("steps_gif")
+            if att.labels is not None:
+                wants.add("accuracy")
+        tag = (sinks, att, names, trainer.global_step, trainer.current_epoch)
+        self._deliver(self._drawer_now().submit(tag, render, pack(att), self.num_images, names, sorted(wants)))
 
-                Image.fromarray(grid).save(out)
+    def _drawer_now(self) -> BackgroundDrawer:
+        if self._drawer is None:
+            self._drawer = BackgroundDrawer(background=self.background)
+        return self._drawer
 
-    def _to_wandb(self, lg, att: Attention, names, step: int) -> None:
-        rows = viz.attention_rows(att, self.num_images, names)
-        lg.log_image(key=KEY, images=rows, caption=viz.captions(viz.subset(att, self.num_images), names), step=step)
-        if att.steps > 1 and att.labels is not None:
-            acc = viz.figure_to_rgb(viz.step_accuracy_figure(att))
-            caption = f"accuracy after each step ({att.images.shape[0]} images)"
-            lg.log_image(key=ACC_KEY, images=[acc], caption=[caption], step=step)
+    def _deliver(self, done: list[tuple[Any, Any]]) -> None:
+        """Send finished drawings to the loggers they were made for."""
+        for (sinks, att, names, step, epoch), pictures in done:
+            for lg, kind in sinks:
+                if kind == "wandb":
+                    _to_wandb(lg, att, names, step, pictures)
+                elif kind == "tensorboard":
+                    lg.experiment.add_image(KEY, pictures["grid"], global_step=step, dataformats="HWC")
+                else:
+                    out = Path(lg.log_dir) / "attention" / f"epoch{epoch}-step{step}.png"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = out.with_suffix(".png.tmp")
+                    tmp.write_bytes(pictures["grid_png"])
+                    tmp.replace(out)  # a reader never sees half a picture
 
     def _images(self, trainer: pl.Trainer) -> Any:
         """The first ``num_images`` validation items, fetched once (None, with one warning, when there are none)."""
@@ -176,7 +372,68 @@ class AttentionLogger(pl.Callback):
         return self._batch
 
 
-def _kind(logger: Any) -> Optional[str]:
+# --- wandb ---------------------------------------------------------------------------------------
+def wandb_examples(att: Attention, class_names: Sequence[str] | None = None) -> list[Any]:
+    """Each image of ``att`` as a ``wandb.Image`` (enlarged, see ``viz.upscaled_uint8``) with its boxes as
+    overlays (one class per step) and each map as a mask per step, captioned like ``viz.captions``."""
+    import wandb
+
+    rgb = viz.upscaled_uint8(att)  # (B, H', W', 3)
+    text = viz.captions(att, class_names)
+    out = []
+    for i in range(rgb.shape[0]):
+        boxes = {"glimpses": viz.box_overlay(att, i, class_names)} if att.boxes is not None else None
+        masks = None
+        if att.maps is not None:
+            t_maps = att.maps.shape[1]
+            masks = {(att.map_title if t_maps == 1 else f"{att.map_title} step {t + 1}"):
+                     {"mask_data": viz.map_levels(att, i, t, rgb.shape[1], rgb.shape[2]),
+                      "class_labels": dict(viz.MAP_LEVELS)} for t in range(t_maps)}
+        out.append(wandb.Image(rgb[i], caption=text[i], boxes=boxes, masks=masks))
+    return out
+
+
+def wandb_table(att: Attention, class_names: Sequence[str] | None = None) -> Any:
+    """One row per image: the picture with overlays, label, prediction, confidence, correctness, the caption and,
+    for T > 1 steps, the prediction and its probability after each step (columns ``pred@t``, ``conf@t``)."""
+    import wandb
+
+    pred, conf = att.prediction()
+    step_conf, step_pred = att.probs.max(-1)  # (B, T), (B, T)
+    steps = att.steps
+    columns = ["image", "label", "prediction", "confidence", "correct", "caption"]
+    if steps > 1:
+        columns += ["per_step"] + [c for t in range(steps) for c in (f"pred@{t + 1}", f"conf@{t + 1}")]
+    images = wandb_examples(att, class_names)
+    rows = []
+    for i in range(att.images.shape[0]):
+        label = viz._name(int(att.labels[i]), class_names) if att.labels is not None else None
+        correct = bool(pred[i] == att.labels[i]) if att.labels is not None else None
+        caption = att.captions[i] if i < len(att.captions) else ""
+        row = [images[i], label, viz._name(int(pred[i]), class_names), float(conf[i]), correct, caption]
+        if steps > 1:
+            row.append(" > ".join(f"{viz._name(int(step_pred[i, t]), class_names)} ({float(step_conf[i, t]):.0%})"
+                                  for t in range(steps)))
+            for t in range(steps):
+                row += [viz._name(int(step_pred[i, t]), class_names), float(step_conf[i, t])]
+        rows.append(row)
+    return wandb.Table(columns=columns, data=rows)
+
+
+def _to_wandb(lg: Any, att: Attention, names: Sequence[str] | None, step: int, pictures: dict[str, Any]) -> None:
+    import wandb
+
+    row: dict[str, Any] = {KEY: wandb_examples(att, names), TABLE_KEY: wandb_table(att, names)}
+    n = att.images.shape[0]
+    if "steps_gif" in pictures:
+        row[STEPS_KEY] = wandb.Video(io.BytesIO(pictures["steps_gif"]), format="gif",
+                                     caption=f"{n} images, one frame per step")
+    if "accuracy" in pictures:
+        row[ACC_KEY] = wandb.Image(pictures["accuracy"], caption=f"accuracy after each step ({n} images)")
+    lg.log_metrics(row, step=step)
+
+
+def _kind(logger: Any) -> str | None:
     """'wandb', 'tensorboard', 'files' (a logger with a log_dir, e.g. CSV) or None (cannot take pictures)."""
     from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
     from pytorch_lightning.loggers.logger import DummyLogger

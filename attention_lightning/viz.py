@@ -15,7 +15,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import BinaryIO, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -330,12 +330,13 @@ def step_frames(
     return [np.pad(f, ((0, h - f.shape[0]), (0, w - f.shape[1]), (0, 0)), constant_values=255) for f in frames]
 
 
-def save_gif(frames: Sequence[np.ndarray], path: str | Path, ms_per_frame: int = 800) -> None:
-    """Write RGB frames as a looping GIF."""
+def save_gif(frames: Sequence[np.ndarray], path: str | Path | BinaryIO, ms_per_frame: int = 800) -> None:
+    """Write RGB frames as a looping GIF to a path or a binary file object."""
     from PIL import Image
 
     images = [Image.fromarray(f) for f in frames]
-    images[0].save(str(path), save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
+    target = path if hasattr(path, "write") else str(path)
+    images[0].save(target, format="GIF", save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
 
 
 def check_output(path: str | Path) -> str:
@@ -359,3 +360,51 @@ def save_attention(
     else:
         attention_grid(att, max_images, class_names).savefig(str(path), dpi=110)
     return path
+
+
+# --- overlays for dashboards that draw boxes and masks themselves (wandb) -------------------------
+MAP_LEVELS = {0: "zero or outside the map", 1: "< 25% of its max", 2: "25-50%", 3: "50-75%", 4: ">= 75% of its max"}
+
+
+def upscaled_uint8(att: Attention, min_side: int = 128) -> np.ndarray:
+    """The images as (B, H*s, W*s, 3) uint8, scaled like ``image_rgb`` and enlarged by the whole factor s that
+    makes the longer side at least ``min_side`` (nearest neighbour: every pixel stays a sharp square)."""
+    rgb = image_rgb(att.images)  # (B, H, W, 3)
+    s = max(1, -(-min_side // max(rgb.shape[1:3])))
+    rgb = np.repeat(np.repeat(rgb, s, axis=1), s, axis=2)  # (B, H*s, W*s, 3)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def box_overlay(att: Attention, i: int, class_names: Optional[Sequence[str]] = None) -> dict:
+    """Every box of image ``i`` in wandb's ``boxes`` format: fractions of the image (clipped to it), one class per
+    step (so each step can be toggled), captioned with the step's prediction and scored with its probabilities."""
+    steps = att.boxes.shape[1]
+    b = ((att.boxes[i].float().cpu() + 1) / 2).clamp(0, 1)  # (T, S, 4) fractions of the image
+    conf, pred = att.probs[i].max(-1)  # (T,), (T,)
+    entries = []
+    for t in range(steps):
+        p = min(t, att.steps - 1)
+        scores = {"step": t + 1, "p_prediction": float(conf[p])}
+        if att.labels is not None:
+            scores["p_label"] = float(att.probs[i, p, int(att.labels[i])])
+        caption = f"{t + 1}: {_name(int(pred[p]), class_names)} ({float(conf[p]):.0%})"
+        for x0, y0, x1, y1 in b[t].tolist():
+            entries.append({"position": {"minX": x0, "minY": y0, "maxX": x1, "maxY": y1}, "class_id": t + 1,
+                            "box_caption": caption, "scores": dict(scores)})
+    return {"box_data": entries, "class_labels": {t + 1: f"step {t + 1}" for t in range(steps)}}
+
+
+def map_levels(att: Attention, i: int, t: int, height: int, width: int) -> np.ndarray:
+    """Map ``t`` of image ``i`` on a (height, width) pixel grid of the image, as integer levels 0-4 of
+    ``MAP_LEVELS`` (0: zero or outside ``map_extent``; 1-4: quarters of the map's maximum)."""
+    m = att.maps[i, t].detach().float().cpu().clamp_min(0).numpy()  # (h, w)
+    m = m / max(float(m.max()), 1e-12)
+    x0, y0, x1, y1 = att.map_extent if att.map_extent is not None else (-1.0, -1.0, 1.0, 1.0)
+    xs = (np.arange(width) + 0.5) / width * 2 - 1  # pixel centers in [-1, 1]
+    ys = (np.arange(height) + 0.5) / height * 2 - 1
+    cols = np.floor((xs - x0) / (x1 - x0) * m.shape[1]).astype(np.int64)  # (width,)
+    rows = np.floor((ys - y0) / (y1 - y0) * m.shape[0]).astype(np.int64)  # (height,)
+    inside = ((rows >= 0) & (rows < m.shape[0]))[:, None] & ((cols >= 0) & (cols < m.shape[1]))[None, :]
+    values = m[rows.clip(0, m.shape[0] - 1)][:, cols.clip(0, m.shape[1] - 1)]  # (height, width)
+    levels = np.where(values > 0, 1 + np.minimum((values * 4).astype(np.int64), 3), 0)
+    return np.where(inside, levels, 0).astype(np.uint8)

@@ -1,16 +1,22 @@
-"""AttentionLogger: pictures reach wandb (offline), TensorBoard and CSV run dirs; no logger, no callback."""
+"""AttentionLogger: pictures reach wandb (offline: overlays, tables, animations, facts), TensorBoard and CSV run dirs,
+drawn off the training thread and identical to viz's; no logger, no callback."""
 import contextlib
+import json
+import struct
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import yaml
 from PIL import Image
 
 from attention_lightning import experiment
-from attention_lightning.attention import Attention
-from attention_lightning.callbacks import KEY, AttentionLogger, _cut, draw_attention, first_items
+from attention_lightning.attention import Attention, cut_batch, draw_attention, first_items
+from attention_lightning.callbacks import (ACC_KEY, KEY, STEPS_KEY, AttentionLogger, BackgroundDrawer, log_run_config,
+                                           pack, render, run_facts, unpack)
 from attention_lightning.experiment import UserError
 from tests.tiny import tiny_flags
 
@@ -53,27 +59,215 @@ def test_tensorboard_event_file_holds_the_images(tmp_path):
     assert events[0].width > 300 and events[0].encoded_image_string[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow
-def test_wandb_offline_run_holds_one_image_per_example_and_the_step_accuracy(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
+def wandb_records(path: Path):
+    """The protobuf records of an offline run's ``.wandb`` file (a LevelDB-style log of 32 KiB blocks, each record
+    split in pieces with a 7-byte header: CRC, little-endian length, piece type), read with wandb's own schema."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, block, parts = 7, 32768, []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # too short for a header: padding up to the next block
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:  # zeros to the end of the block
+            pos += left
+            continue
+        parts.append(data[pos + 7:pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(parts))
+            parts = []
+            yield record
+
+
+def offline_run(tmp_path, monkeypatch):
+    """Environment for an offline wandb run kept under tmp_path."""
+    for var, sub in (("WANDB_DIR", "wandb_dir"), ("WANDB_CACHE_DIR", "wandb_cache"), ("WANDB_CONFIG_DIR", "wandb_config"),
+                     ("WANDB_DATA_DIR", "wandb_data")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def read_run(run: Path) -> tuple[dict, list[dict], list]:
+    """(config, history rows as {key: value}, artifact records) of an offline run directory."""
+    (log,) = run.glob("*.wandb")
+    config, rows, artifacts = {}, [], []
+    for r in wandb_records(log):
+        kind = r.WhichOneof("record_type")
+        if kind == "config":
+            config.update({item.key: json.loads(item.value_json) for item in r.config.update})
+        elif kind == "history":
+            row: dict = {}
+            for item in r.history.item:
+                keys = list(item.nested_key) or [item.key]
+                node = row
+                for k in keys[:-1]:
+                    node = node.setdefault(k, {})
+                node[keys[-1]] = json.loads(item.value_json)
+            rows.append(row)
+        elif kind == "artifact":
+            artifacts.append(r.artifact)
+    return config, rows, artifacts
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_overlays_a_table_an_animation_and_the_data_facts(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    offline_run(tmp_path, monkeypatch)
     try:
         s = experiment.fit(tiny_flags("ram", logger="wandb", default_root_dir=str(tmp_path), **QUICK))
     finally:
         wandb.finish()
-    runs = list(Path(s["run_dir"]).glob("wandb/offline-run-*"))
-    assert len(runs) == 1, list(Path(s["run_dir"]).rglob("*"))[:20]
-    media = runs[0] / "files" / "media" / "images" / "attention"
-    images = sorted(media.glob("images_*.png"))
-    accuracy = sorted(media.glob("step_accuracy_*.png"))
-    assert len(images) == 2 * 3  # two events (steps 1, 2) x three examples
-    assert len(accuracy) == 2
-    with Image.open(images[0]) as im:
-        assert im.format == "PNG" and im.width > 300
+    (run,) = Path(s["run_dir"]).glob("wandb/offline-run-*")
+    config, rows, artifacts = read_run(run)
+    facts = config["data_facts"]
+    assert facts["digit_source"].startswith("embedded") and facts["split_sizes"] == {"train": 32, "val": 16, "test": 16}
+
+    drawn = [r for r in rows if KEY in r]
+    assert [r["trainer/global_step"] for r in drawn] == [1, 2]  # steps 1 and 2; validation at step 2 not redrawn
+    for r in drawn:
+        assert r[KEY]["count"] == 3 and r[STEPS_KEY]["_type"] == "video-file" and ACC_KEY in r
+    files = run / "files"
+    boxes = sorted(files.glob("media/metadata/boxes2D/attention/images_*.json"))
+    assert len(boxes) == 2 * 3  # two drawings x three examples
+    for path in boxes:
+        data = json.loads(path.read_text())
+        assert len(data["box_data"]) == 3 * 2  # 3 glimpses of 2 scales
+        assert sorted({b["class_id"] for b in data["box_data"]}) == [1, 2, 3]
+        for b in data["box_data"]:
+            assert b["box_caption"].startswith(f"{b['class_id']}: ") and 0 <= b["scores"]["p_label"] <= 1
+            assert 0 <= b["position"]["minX"] <= b["position"]["maxX"] <= 1
+    gifs = sorted(files.glob("media/videos/attention/steps_*.gif"))
+    assert len(gifs) == 2
+    with Image.open(gifs[0]) as im:
+        assert im.format == "GIF" and im.n_frames == 3  # one frame per glimpse
+    assert len(list(files.glob("media/images/attention/step_accuracy_*.png"))) == 2
+
+    tables = [a for a in artifacts if a.type == "run_table"]
+    assert len(tables) == 2
+    (entry,) = [c for c in tables[-1].manifest.contents if c.path.endswith(".table.json")]
+    table = json.loads(Path(entry.local_path).read_text())
+    cols = table["columns"]
+    assert cols[:6] == ["image", "label", "prediction", "confidence", "correct", "caption"]
+    assert cols[6:] == ["per_step", "pred@1", "conf@1", "pred@2", "conf@2", "pred@3", "conf@3"]
+    assert len(table["data"]) == 3
+    for row in table["data"]:
+        cell = dict(zip(cols, row))
+        assert cell["image"]["_type"] == "image-file" and "boxes" in cell["image"]
+        assert cell["correct"] == (cell["label"] == cell["prediction"]) and cell["prediction"] == cell["pred@3"]
+        assert cell["confidence"] == pytest.approx(cell["conf@3"]) and cell["per_step"].count(" > ") == 2
+
+
+def test_wandb_masks_hold_each_steps_map_as_levels(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from pytorch_lightning.loggers import WandbLogger
+
+    from attention_lightning import viz
+    from attention_lightning.callbacks import _to_wandb
+    from tests.test_viz import fake
+
+    offline_run(tmp_path, monkeypatch)
+    att = fake("pham", b=2, steps=3)  # maps (2, 3, 4, 4) over the whole 32x32 image, one box per step
+    lg = WandbLogger(save_dir=str(tmp_path), project="t")
+    try:
+        _to_wandb(lg, att, None, 7, render(pack(att), 8, None, ["accuracy", "steps_gif"]))
+    finally:
+        lg.experiment.finish()
+    (run,) = tmp_path.glob("wandb/offline-run-*")
+    config, rows, _ = read_run(run)
+    (row,) = [r for r in rows if KEY in r]
+    assert row["trainer/global_step"] == 7
+    masks = {}
+    for path in (run / "files" / "media" / "images" / "mask" / "attention").glob("*.png"):
+        with Image.open(path) as im:
+            masks[path.name] = np.asarray(im)
+    assert len(masks) == 2 * 3  # a mask per image and step
+    side = viz.upscaled_uint8(att).shape[1]  # 32 px enlarged to 128
+    expected = [viz.map_levels(att, i, t, side, side) for i in range(2) for t in range(3)]
+    for m in masks.values():
+        assert any(np.array_equal(m, e) for e in expected)
+    labels = json.dumps(config["_wandb"])
+    assert "EIG step 3" in labels and "step 3" in labels  # each map step and each box step is a toggle
+
+
+def test_background_grid_is_the_picture_drawn_on_the_training_thread(tmp_path):
+    """The csv picture of the last step, drawn in the worker, equals viz's picture of the last checkpoint's
+    attention drawn here (the drawing at the end of the last training step sees the final weights)."""
+    from attention_lightning import viz
+    from attention_lightning.models.dham import DHAM
+
+    s = experiment.fit(tiny_flags("dham", logger="csv", default_root_dir=str(tmp_path), **QUICK))
+    model = DHAM.load_from_checkpoint(s["last_checkpoint"], map_location="cpu", weights_only=True)
+    dm = experiment.build_datamodule(experiment.plan(tiny_flags("dham")))
+    dm.setup("validate")
+    att = draw_attention(model, first_items(dm.val_dataloader(), 3))
+    here = viz.figure_to_rgb(viz.attention_grid(att, 3, dm.class_names))
+    with Image.open(Path(s["run_dir"]) / "attention" / "epoch0-step2.png") as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), here)
+
+
+def test_data_facts_reach_the_run_config_from_facts_or_what_the_datamodule_has(tmp_path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    from attention_lightning.facts import DataFacts
+
+    class WithFacts:
+        def facts(self):
+            return DataFacts(num_classes=10, in_channels=1, image_size=(28, 28),
+                             provenance={"digit_source": "mnist", "data_dir": Path("/d"), "split_sizes": {"train": 5}})
+
+    lg = CSVLogger(str(tmp_path), name="a")
+    facts = log_run_config(SimpleNamespace(datamodule=WithFacts(), is_global_zero=True, loggers=[lg]))
+    lg.save()
+    saved = yaml.safe_load((Path(lg.log_dir) / "hparams.yaml").read_text())["data_facts"]
+    assert saved == facts == {"num_classes": 10, "in_channels": 1, "image_size": [28, 28], "digit_source": "mnist",
+                              "data_dir": "/d", "split_sizes": {"train": 5}}
+    old = SimpleNamespace(num_classes=3, dims=(1, 4, 4), digit_source="synthetic", hparams={"data_dir": "data"},
+                          train_set=[0] * 6, val_set=[0] * 2, test_set=None)
+    assert run_facts(old) == {"num_classes": 3, "dims": [1, 4, 4], "digit_source": "synthetic", "data_dir": "data",
+                              "split_sizes": {"train": 6, "val": 2}}
+    assert run_facts(None) is None
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _fail(x: int) -> int:
+    raise ValueError(f"bad {x}")
+
+
+def test_background_drawer_keeps_order_bounds_the_queue_and_names_a_failure():
+    drawer = BackgroundDrawer(depth=2)
+    try:
+        got = []
+        for i in range(5):
+            got += drawer.submit(i, _square, i)
+            assert drawer.pending <= 2
+        got += drawer.finished(wait=True)
+        assert got == [(i, i * i) for i in range(5)]
+        drawer.submit("x", _fail, 3)
+        with pytest.raises(RuntimeError, match="worker process .*ValueError: bad 3.*--viz_images=0"):
+            drawer.finished(wait=True)
+    finally:
+        drawer.close()
+    assert BackgroundDrawer(background=False).submit("now", _square, 4) == [("now", 16)]
+
+
+def test_pack_round_trips_an_attention():
+    from tests.test_viz import fake
+
+    att = fake("han", b=2)
+    back = unpack(pack(att))
+    for f in ("images", "probs", "maps", "labels"):
+        assert torch.equal(getattr(back, f), getattr(att, f))
+    assert back.boxes is None and back.captions == att.captions and back.map_title == att.map_title
 
 
 def test_no_callback_without_a_logger_and_flags_reach_it(tmp_path):
@@ -160,9 +354,9 @@ def test_first_items_ignores_the_batch_size_and_pads_like_the_loader():
     assert first_items(plain, 4)[0].tolist() == [0, 1, 2, 3]
 
 
-def test_cut_slices_tensors_dicts_and_per_item_lists():
+def test_cut_batch_slices_tensors_dicts_and_per_item_lists():
     batch = {"x": torch.arange(4), "text": ["a", "b", "c", "d"], "pair": [torch.arange(4), torch.arange(4) * 2]}
-    out = _cut(batch, 2)
+    out = cut_batch(batch, 2)
     assert out["x"].tolist() == [0, 1] and out["text"] == ["a", "b"] and out["pair"][1].tolist() == [0, 2]
 
 
@@ -175,3 +369,31 @@ def test_only_rank_zero_draws(tmp_path):
         with pytest.warns(UserWarning, match="no validation images") if zero else contextlib.nullcontext():
             cb.log_attention(trainer, None)
         assert cb._failed is zero  # rank 0 went looking for images (there are none here); others did nothing
+
+
+def test_the_worker_ends_when_the_training_process_is_killed():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    code = ("import os\nfrom attention_lightning.callbacks import BackgroundDrawer\n"
+            "d = BackgroundDrawer()\nd.submit(0, os.getpid)\nprint(d.finished(wait=True)[0][1], flush=True)\n"
+            "os.kill(os.getpid(), 9)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, timeout=300)
+    worker = int(out.stdout.split()[0])
+
+    def alive() -> bool:
+        try:
+            return "\nState:\tZ" not in Path(f"/proc/{worker}/status").read_text()
+        except FileNotFoundError:
+            return False
+
+    for _ in range(600):  # the worker notices within moments; allow a loaded machine a minute
+        if not alive():
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, 9)
+        pytest.fail(f"worker {worker} outlived its killed parent")

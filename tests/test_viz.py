@@ -290,3 +290,43 @@ def test_cli_visualize(checkpoints, tmp_path):
                            f"--out={out}", "--num_images=2"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"wrote {out} (dham: 2 images, 1 step(s)" in done.stdout and out.is_file()
+
+
+# --- overlays for wandb ------------------------------------------------------------------------
+def test_map_levels_quarters_the_map_on_the_pixel_grid_and_zeroes_outside_its_extent():
+    att = Attention(images=torch.zeros(1, 1, 4, 4), probs=torch.full((1, 1, 2), 0.5),
+                    maps=torch.tensor([[[[0.0, 2.0], [1.0, 0.4]]]]))  # (1, 1, 2, 2): max 2
+    assert viz.map_levels(att, 0, 0, 4, 4).tolist() == [[0, 0, 4, 4], [0, 0, 4, 4], [3, 3, 1, 1], [3, 3, 1, 1]]
+    att.map_extent = (0.0, -1.0, 1.0, 1.0)  # the map covers the right half only
+    assert viz.map_levels(att, 0, 0, 2, 4).tolist() == [[0, 0, 0, 4], [0, 0, 3, 1]]
+
+
+def test_box_overlay_gives_fractions_clipped_to_the_image_with_one_class_per_step():
+    probs = torch.tensor([[[0.7, 0.3], [0.2, 0.8]]])  # (1, 2 steps, 2 classes)
+    boxes = torch.tensor([[[[-1.0, -1.0, 0.0, 0.0]], [[0.5, 0.5, 1.5, 1.5]]]])  # (1, 2, 1, 4)
+    att = Attention(images=torch.zeros(1, 1, 8, 8), probs=probs, boxes=boxes, labels=torch.tensor([1]))
+    out = viz.box_overlay(att, 0, ["cat", "dog"])
+    assert out["class_labels"] == {1: "step 1", 2: "step 2"}
+    first, second = out["box_data"]
+    assert first["position"] == {"minX": 0.0, "minY": 0.0, "maxX": 0.5, "maxY": 0.5}
+    assert second["position"] == {"minX": 0.75, "minY": 0.75, "maxX": 1.0, "maxY": 1.0}
+    assert (first["class_id"], first["box_caption"], second["box_caption"]) == (1, "1: cat (70%)", "2: dog (80%)")
+    assert first["scores"] == pytest.approx({"step": 1, "p_prediction": 0.7, "p_label": 0.3})
+
+
+def test_upscaled_uint8_enlarges_by_a_whole_factor_with_sharp_pixels():
+    att = Attention(images=torch.tensor([[[[0.0, 1.0], [1.0, 0.0]]]]), probs=torch.ones(1, 1, 1))
+    big = viz.upscaled_uint8(att, min_side=5)  # factor 3
+    assert big.shape == (1, 6, 6, 3) and big.dtype == np.uint8
+    assert big[0, :3, :3].max() == 0 and big[0, :3, 3:].min() == 255
+
+
+def test_save_gif_writes_to_a_file_object():
+    import io
+
+    frames = [np.full((4, 6, 3), v, dtype=np.uint8) for v in (0, 255)]
+    buf = io.BytesIO()
+    viz.save_gif(frames, buf)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        assert im.format == "GIF" and im.n_frames == 2 and im.size == (6, 4)
