@@ -287,7 +287,8 @@ class LastCheckpoint(ModelCheckpoint):
             self.save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
+        """Always: the epoch-end save came before Lightning marked the last epoch completed."""
+        if self.stop_reason is None and not trainer.fast_dev_run and trainer.state.fn == "fit":
             self.save(trainer)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
