@@ -4,7 +4,8 @@
 that epoch validates).
 It takes the first ``num_images`` items of the validation split once (cached on the CPU), calls
 ``pl_module.attention(batch)`` in eval mode without gradients (on the training thread: it needs the model),
-and hands the drawing to one worker process, so matplotlib never stalls training. At most ``DEPTH``
+and hands the drawing to one worker process (forked where the OS can), so matplotlib does not stall training
+while a core is free. At most ``DEPTH``
 drawings wait; results are logged, in order, at the next training step or validation end, and all of them
 in ``teardown`` (so every picture is on disk when ``trainer.fit`` returns). Each logger gets:
 
@@ -123,8 +124,8 @@ def _ready() -> bool:
 
 
 class BackgroundDrawer:
-    """Runs drawing jobs in one spawned worker process, at most ``depth`` of them pending; results come back in
-    the order the jobs went in. ``background=False`` runs each job at once on the calling thread."""
+    """Runs drawing jobs in one worker process, at most ``depth`` of them pending; results come back in the order
+    the jobs went in. ``background=False`` runs each job at once on the calling thread."""
 
     def __init__(self, depth: int = DEPTH, background: bool = True) -> None:
         if depth < 1:
@@ -141,7 +142,10 @@ class BackgroundDrawer:
         import matplotlib
 
         rc = {k: v for k, v in matplotlib.rcParams.items() if k != "backend"}
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+        # fork, as DataLoader workers do on Linux: no second import of torch and matplotlib (seconds of CPU the
+        # training would wait for); the worker only draws from numpy arrays, one thread, never CUDA
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(method),
                                          initializer=_start_worker, initargs=(rc,))
         self._pool.submit(_ready)
 

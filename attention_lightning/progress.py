@@ -24,7 +24,8 @@ class EpochLines(ProgressBar):
         if not self._enabled or trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics: Dict[str, Any] = self.get_metrics(trainer, pl_module)
-        shown = " ".join(f"{k}={v}" for k, v in metrics.items() if k == "v_num" or k.startswith(prefix))
+        shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in metrics.items() if k == "v_num" or k.startswith(prefix))
         print(f"{what} epoch {trainer.current_epoch} step {trainer.global_step}: {shown}", flush=True)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

@@ -165,6 +165,18 @@ class ResumableLoader:
                 "rng_after": self.before.get(next_batch + 1) or rng_state()}
 
 
+class _TrainLoaders:
+    """``dm.train_dataloader`` replaced by one that wraps the original's loader (picklable, for ddp_spawn)."""
+
+    def __init__(self, make: Any, stream: "TrainStream") -> None:
+        self.make, self.stream = make, stream
+        self.__wrapped__ = make  # Lightning's is_overridden looks through to the datamodule's method
+
+    def __call__(self) -> ResumableLoader:
+        self.stream.loader = ResumableLoader(self.make(), self.stream.seed, self.stream)
+        return self.stream.loader
+
+
 class TrainStream(Callback):
     """Makes ``dm``'s train loader a ``ResumableLoader`` and keeps its position (and the RNGs) in checkpoints.
 
@@ -175,13 +187,7 @@ class TrainStream(Callback):
     def __init__(self, dm: pl.LightningDataModule, seed: int) -> None:
         self.seed, self.trainer, self.loader = seed, None, None
         self.pending: Optional[Dict[str, Any]] = None
-        make = dm.train_dataloader
-
-        def train_dataloader() -> ResumableLoader:
-            self.loader = ResumableLoader(make(), self.seed, self)
-            return self.loader
-
-        dm.train_dataloader = train_dataloader  # this datamodule instance only
+        dm.train_dataloader = _TrainLoaders(dm.train_dataloader, self)  # this datamodule instance only
 
     def setup(self, trainer, pl_module, stage) -> None:
         self.trainer = trainer
@@ -287,7 +293,8 @@ class LastCheckpoint(ModelCheckpoint):
             self.save(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
+        """Always: the epoch-end save came before Lightning marked the last epoch completed."""
+        if self.stop_reason is None and not trainer.fast_dev_run and trainer.state.fn == "fit":
             self.save(trainer)
 
     def on_exception(self, trainer, pl_module, exception) -> None:

@@ -15,7 +15,9 @@ glimpses; 3) everything, EIG glimpses, ELBO + ``ccebal`` x cross-entropy. Phases
 
 Validation and test log the accuracy at every step t=1..T for the EIG policy and for a random policy
 on the same weights (``{stage}/acc_eig_t{t}``, ``{stage}/acc_random_t{t}``); ``{stage}/acc`` is the
-final-step accuracy of the phase's evaluation policy (random in phase 1, EIG in phases 2 and 3).
+final-step accuracy of the phase's evaluation policy (random in phase 1, EIG in phases 2 and 3). The EIG
+policy draws ``eig_samples`` z samples at test (the paper's 20), ``eig_samples_val`` at validation and one
+in the sanity check, so that evaluating costs less than training.
 """
 from __future__ import annotations
 
