@@ -113,6 +113,8 @@ class RAM(AttentionModel):
         detach_policy: the location network reads a detached core state (REINFORCE trains the locator only).
         input_mean: subtracted from pixels before the sensor reads them.
         input_std: pixels are divided by it after subtracting input_mean.
+        location_policy: learned (the policy) or random (every location uniform on [-1, 1]^2, in training and
+            evaluation alike: a baseline with RAM's sensor and core and no policy learning).
     """
 
     def __init__(
@@ -143,6 +145,7 @@ class RAM(AttentionModel):
         detach_policy: bool = True,
         input_mean: float = 0.0,
         input_std: float = 1.0,
+        location_policy: Literal["learned", "random"] = "learned",
     ) -> None:
         super().__init__(num_classes, lr, weight_decay)
         h, w = (int(image_size), int(image_size)) if isinstance(image_size, int) else (int(s) for s in image_size)
@@ -208,9 +211,9 @@ class RAM(AttentionModel):
                 log_pi = torch.where(loc <= -1.0, low, torch.where(loc >= 1.0, high, log_pi))
             return log_pi.sum(-1)  # (B,)
 
-    def random_first(self, b: int, h: Tensor, sample: bool) -> Tuple[Tensor, Tensor, Tensor]:
-        """``first_location='random'``: l_0 (B, 2) uniform on [-1, 1]^2 when sampling, else that distribution's
-        mean (the image center); no parameter chooses it, so its log pi (B,) is 0 and it gets no policy gradient."""
+    def random_location(self, b: int, h: Tensor, sample: bool) -> Tuple[Tensor, Tensor, Tensor]:
+        """A location (B, 2) uniform on [-1, 1]^2 when sampling, else that distribution's mean (the image center);
+        no parameter chooses it, so its log pi (B,) is 0 and it gets no policy gradient."""
         mean = h.new_zeros(b, 2, dtype=torch.float32)  # (B, 2)
         loc = torch.rand_like(mean) * 2 - 1 if sample else mean
         return loc, mean, h.new_zeros(b, dtype=torch.float32)
@@ -232,8 +235,9 @@ class RAM(AttentionModel):
         logits, locs, means, log_pis, baselines, views = [], [], [], [], [], []
         for t in range(self.hparams.glimpses):
             forced = None if locations is None else locations[:, t].detach().float()
-            if t == 0 and self.hparams.first_location == "random":
-                loc, mean, log_pi = self.random_first(b, h, sample)
+            every_random = self.hparams.location_policy == "random"  # the random-locations baseline
+            if every_random or (t == 0 and self.hparams.first_location == "random"):
+                loc, mean, log_pi = self.random_location(b, h, sample or every_random)
                 loc = loc if forced is None else forced
             else:
                 mean = self.policy_mean(h)  # (B, 2) the policy at h_{t-1}

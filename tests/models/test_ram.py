@@ -271,6 +271,21 @@ def test_random_first_location_is_uniform_gets_no_policy_gradient_and_is_the_cen
     assert (later.log_pi[:, 0] == 0).all() and (later.log_pi[:, 1:] != 0).all()
 
 
+def test_random_location_policy_looks_at_uniform_places_in_evaluation_too_and_learns_no_policy():
+    torch.manual_seed(0)
+    model = small(location_policy="random", glimpses=3)
+    x, y = batch(n=512)
+    for sample in (True, False):  # the baseline is random in training and in (greedy) evaluation alike
+        run = model.rollout(x, sample=sample)
+        locs = run.locations.reshape(-1, 2)
+        assert locs.abs().max() <= 1 and (locs.std(0) - 1 / math.sqrt(3)).abs().max() < 0.05
+        assert torch.equal(run.log_pi, torch.zeros(512, 3))
+    reinforce = model.episode_losses(model.rollout(x), y)["reinforce"]
+    assert reinforce.item() == 0 and not reinforce.requires_grad
+    ce = grads(model, model.episode_losses(model.rollout(x), y)["ce"])
+    assert ce["core.weight_hh"] and not any(v for k, v in ce.items() if k.startswith("locator."))
+
+
 def test_locator_hidden_layer_and_detached_policy_route_reinforce_to_the_locator_only():
     torch.manual_seed(0)
     model = small(locator_hidden=6, detach_policy=True)
