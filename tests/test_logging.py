@@ -66,14 +66,33 @@ def test_step_values_written_only_when_the_logger_writes(tmp_path):
         assert all(r.get(key) for r in epochs), key
 
 
-def test_progress_bar_keeps_its_keys():
-    trainer_metrics = {}
+class Grab(pl.Callback):
+    """The progress bar's and the callbacks' metrics when training ends."""
 
-    class Grab(pl.Callback):
-        def on_train_end(self, trainer, pl_module):
-            trainer_metrics.update(trainer.progress_bar_metrics)
+    def __init__(self) -> None:
+        self.pbar, self.callback = {}, {}
 
-    flags = tiny_flags("ram", logger="none", max_epochs=1, log_every_n_steps=1, limit_test_batches=0)
-    experiment.fit(flags, extra_callbacks=[Grab()])
+    def on_train_end(self, trainer, pl_module):
+        self.pbar = {k: float(v) for k, v in trainer.progress_bar_metrics.items()}
+        self.callback = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def test_progress_bar_and_callback_metrics_keep_their_keys_and_values(monkeypatch):
+    flags = tiny_flags("ram", logger="none", max_epochs=1, log_every_n_steps=3, limit_test_batches=0)
+    ours = Grab()
+    experiment.fit(flags, extra_callbacks=[ours])
+    with monkeypatch.context() as m:
+        m.setattr(AttentionModel, "log", pl.LightningModule.log)
+        ref = Grab()
+        experiment.fit(flags, extra_callbacks=[ref])
     assert {"train/loss_step", "train/acc_step", "train/loss_epoch", "train/acc_epoch", "val/loss",
-            "val/acc"} <= set(trainer_metrics)
+            "val/acc"} <= set(ours.pbar)
+    assert ours.pbar.keys() == ref.pbar.keys()
+    # callbacks see the plain names too (e.g. a monitor on train/loss), holding the epoch values at the end
+    assert {"train/loss", "train/reward", "train/acc"} <= set(ours.callback)
+    assert ours.callback.keys() == ref.callback.keys()
+    # step values refresh when the logger writes (every log_every_n_steps), not every step: compare the rest
+    for k, v in ref.callback.items():
+        if k.endswith("_step"):
+            continue
+        assert math.isclose(ours.callback[k], v, rel_tol=1e-5, abs_tol=1e-6), (k, ours.callback[k], v)

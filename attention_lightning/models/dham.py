@@ -66,8 +66,8 @@ class AttentionHead(nn.Module):
         # pixel stride*i - pad + r; each later unpadded conv moves it by r cells (r*stride pooled pixels).
         # Pooled pixel j averages input pixels j*pool .. j*pool + pool - 1, centred on j*pool + (pool - 1)/2.
         later = 0 if padding == "same" else (len(widths) - 1) * r * stride
-        half_block = (pool - 1) // 2 if pool % 2 else (pool - 1) / 2  # an int whenever the center is a pixel
-        self.offset = (r - pad + later) * pool + half_block
+        offset = (r - pad + later) * pool + (pool - 1) / 2  # a half pixel when pool is even
+        self.offset: int | float = int(offset) if offset == int(offset) else offset
 
     def forward(self, images: Tensor) -> Tensor:
         if self.pool > 1:

@@ -6,8 +6,8 @@ scalars logged during a training step to a ``TrainLog`` instead: each call only 
 of the step all of them are added, in one vector operation on the device, to running sums weighted by
 batch size (the epoch means); the step values go to Lightning only on the steps its logger writes
 (``log_every_n_steps``), and the epoch means once at the end of the epoch. Keys follow Lightning's naming
-(``name_step``/``name_epoch`` when logged on both), so metrics.csv, the progress bar and
-``trainer.callback_metrics`` carry the same keys; the progress bar's step values refresh when the logger
+(``name_step``/``name_epoch`` when logged on both, and the plain name for callbacks only), so metrics.csv,
+the progress bar and ``trainer.callback_metrics`` carry the same keys; the progress bar's step values refresh when the logger
 writes rather than every step.
 """
 from __future__ import annotations
@@ -86,6 +86,9 @@ class TrainLog:
                 if key.on_step:
                     pl.LightningModule.log(module, key.step_name(), value, prog_bar=key.prog_bar, logger=key.logger,
                                            on_step=True, on_epoch=False, batch_size=size)
+                    if key.on_epoch:  # Lightning also keeps the plain name for callbacks (e.g. a monitor)
+                        pl.LightningModule.log(module, key.name, value, logger=False, on_step=True, on_epoch=False,
+                                               batch_size=size)
         self.pending.clear()
 
     def end_epoch(self, module: pl.LightningModule) -> None:
@@ -97,6 +100,9 @@ class TrainLog:
             if key.on_epoch and self.weights[col] > 0:
                 pl.LightningModule.log(module, key.epoch_name(), means[col], prog_bar=key.prog_bar,
                                        logger=key.logger, on_step=False, on_epoch=True, batch_size=1)
+                if key.on_step:  # after the epoch, Lightning's plain name holds the epoch value
+                    pl.LightningModule.log(module, key.name, means[col], logger=False, on_step=False, on_epoch=True,
+                                           batch_size=1)
         self.sums = None
         self.weights = [0.0] * len(self.weights)
 
