@@ -107,7 +107,7 @@ def data_facts(dm: Any) -> DataFacts:
     ``model_kwargs()`` the same facts read from it (with its ``class_names`` and ``digit_source`` if set)."""
     if hasattr(dm, "facts"):
         return dm.facts()
-    provenance = {"digits": dm.digit_source} if getattr(dm, "digit_source", None) is not None else {}
+    provenance = {"digit_source": dm.digit_source} if getattr(dm, "digit_source", None) is not None else {}
     names = getattr(dm, "class_names", None)
     return DataFacts(**dm.model_kwargs(), class_names=tuple(names) if names is not None else None,
                      provenance=provenance)

@@ -197,7 +197,7 @@ class ClutteredMNIST(BaseDataModule):
         if self.digit_source is None:
             return super().provenance()
         data_dir = str(Path(self.hparams.data_dir).expanduser().resolve())
-        return {"digits": self.digit_source, "data_dir": data_dir, **super().provenance()}
+        return {"digit_source": self.digit_source, "data_dir": data_dir, **super().provenance()}
 
     def prepare_data(self) -> None:
         # rank 0 downloads MNIST once when online; setup() on every rank then reads it (or the embedded set)

@@ -303,7 +303,7 @@ class HAN(AttentionModel):
         """Logits (B, K) from the selected cells only (hard modes) or all cells weighted (soft/none)."""
         xy = self.cell_xy(cells.device, cells.dtype).expand(cells.shape[0], -1, -1)  # (B, N, 2)
         if self.hparams.selection in ("topk", "adaptive"):
-            packed, valid, order = pack_cells(torch.cat([cells, xy], dim=-1), sel.mask)  # (B, M, C + 2)
+            packed, valid, order = pack_cells(torch.cat([cells, xy], dim=-1), sel.mask, sel.count)  # (B, M, C + 2)
             return self.head(packed[..., :-2], packed[..., -2:], valid.to(cells.dtype), q)
         return self.head(cells, xy, sel.weights.to(cells.dtype), q)
 
@@ -318,7 +318,7 @@ class HAN(AttentionModel):
         frac = sel.mask.float().mean(dim=1)  # (B,) fraction of cells attended
         self.attended[f"{stage}_mean"].update(frac.detach())
         self.attended[f"{stage}_sq"].update(frac.detach() ** 2)
-        if stage != "train" and "qtype" in batch:
+        if stage != "train":
             correct = (logits.detach().argmax(-1) == self.targets(batch)).float()  # (B,)
             for i, name in enumerate(QTYPE_NAMES):  # over question types, not over the batch
                 self.type_acc[f"{stage}_{name}"].update(correct, weight=(batch.qtype == i).float())

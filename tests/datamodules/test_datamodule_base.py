@@ -68,7 +68,7 @@ def test_facts_of_cluttered_mnist_name_the_resolved_digit_source():
     assert before.model_facts() == {"num_classes": 10, "in_channels": 3, "image_size": (60, 60)}
     dm.setup()
     facts = dm.facts()
-    assert facts.provenance["digits"].startswith("embedded (5000 digits")
+    assert facts.provenance["digit_source"].startswith("embedded (5000 digits")
     assert facts.provenance["split_sizes"] == {"train": 8, "val": 4, "test": 6}
     assert facts.class_names == tuple(str(i) for i in range(10))
     assert dm.model_kwargs() == facts.model_facts()
