@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -22,15 +22,15 @@ if TYPE_CHECKING:
 class Attention:
     images: Tensor                    # (B, C, H, W) the inputs, as the model received them
     probs: Tensor                     # (B, T, K) class probabilities after each of T steps (T = 1 for one-shot models)
-    boxes: Optional[Tensor] = None    # (B, T, S, 4) (x0, y0, x1, y1) boxes looked at in step t, S per step (e.g. scales)
-    maps: Optional[Tensor] = None     # (B, T, h, w) non-negative map over the image per step (pmf, EIG, mask), any h, w
-    views: Optional[Tensor] = None    # (B, T, C', h', w') what the model saw in step t (a crop, a glimpse)
-    labels: Optional[Tensor] = None   # (B,) ground truth, when the batch has it
-    captions: List[str] = field(default_factory=list)  # optional per-image text (e.g. a question)
+    boxes: Tensor | None = None    # (B, T, S, 4) (x0, y0, x1, y1) boxes looked at in step t, S per step (e.g. scales)
+    maps: Tensor | None = None     # (B, T, h, w) non-negative map over the image per step (pmf, EIG, mask), any h, w
+    views: Tensor | None = None    # (B, T, C', h', w') what the model saw in step t (a crop, a glimpse)
+    labels: Tensor | None = None   # (B,) ground truth, when the batch has it
+    captions: list[str] = field(default_factory=list)  # optional per-image text (e.g. a question)
     map_title: str = "attention"      # what ``maps`` shows, for legends
     # (x0, y0, x1, y1) in [-1, 1] covered by ``maps``: the outer edges of its first and last cells, which need not
-    # be the image's edges (e.g. PHAM's grid cells are centred at glimpse centres); None = the whole image
-    map_extent: Optional[Tuple[float, float, float, float]] = None
+    # be the image's edges (e.g. PHAM's grid cells are centered at glimpse centers); None = the whole image
+    map_extent: tuple[float, float, float, float] | None = None
 
     @property
     def steps(self) -> int:
@@ -41,15 +41,15 @@ class Attention:
         conf, pred = self.probs[:, -1].max(dim=-1)
         return pred, conf
 
-    def step_accuracy(self) -> Optional[Tensor]:
+    def step_accuracy(self) -> Tensor | None:
         """Accuracy after each step (T,), or None without labels."""
         if self.labels is None:
             return None
         return (self.probs.argmax(-1) == self.labels[:, None]).float().mean(0)
 
-    def detach_cpu(self) -> "Attention":
+    def detach_cpu(self) -> Attention:
         """A copy with every tensor detached, in float32, on the CPU (safe to draw in another thread)."""
-        def conv(t: Optional[Tensor]) -> Optional[Tensor]:
+        def conv(t: Tensor | None) -> Tensor | None:
             if t is None:
                 return None
             t = t.detach().cpu()

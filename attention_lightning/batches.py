@@ -1,7 +1,7 @@
 """Batch types that a datamodule and a model agree on by type, not by spelling keys alike."""
 from __future__ import annotations
 
-from typing import List, NamedTuple
+from typing import NamedTuple
 
 from torch import Tensor
 
@@ -17,4 +17,4 @@ class VQABatch(NamedTuple):
     length: Tensor    # (B,) question lengths in tokens
     answer: Tensor    # (B,) answer index (the class)
     qtype: Tensor     # (B,) question type index
-    text: List[str]   # the B questions as strings
+    text: list[str]   # the B questions as strings

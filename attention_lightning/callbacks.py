@@ -33,7 +33,8 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytorch_lightning as pl

@@ -20,7 +20,8 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any
+from collections.abc import Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -52,7 +53,7 @@ RESUME_MAY_CHANGE = {
 }
 RUN_DIR_ENV = "ATTENTION_LIGHTNING_RUN_DIR"  # rank zero's run folder, inherited by Lightning's DDP child processes
 TRAINER_MANAGED = ("logger", "callbacks", "enable_checkpointing", "plugins")  # built here, not by flag
-DEFAULTS: Dict[str, Any] = {"model": "dham", "data": "cluttered_mnist", "seed": 0, "logger": "csv",
+DEFAULTS: dict[str, Any] = {"model": "dham", "data": "cluttered_mnist", "seed": 0, "logger": "csv",
                             "max_epochs": 3, "default_root_dir": "runs"}
 CKPT_KEY = "attention_lightning"
 
@@ -93,7 +94,7 @@ def user_errors():
         raise UserError(str(e).strip().splitlines()[-1] if isinstance(e, DatasetError) else str(e)) from None
 
 
-def load_config(path: str) -> Dict[str, Any]:
+def load_config(path: str) -> dict[str, Any]:
     """A preset: a flat YAML mapping of flag names to values."""
     p = Path(path)
     if not p.is_file():
@@ -108,7 +109,7 @@ def load_config(path: str) -> Dict[str, Any]:
     return data
 
 
-def merge_flags(flags: Mapping[str, Any]) -> Dict[str, Any]:
+def merge_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults < preset < flags."""
     merged = dict(DEFAULTS)
     if flags.get("config"):
@@ -122,13 +123,13 @@ class Plan:
     """Everything a run needs, resolved from flags."""
     model_name: str
     data_name: str
-    model_kwargs: Dict[str, Any]
-    data_kwargs: Dict[str, Any]
-    trainer_kwargs: Dict[str, Any]
-    cli: Dict[str, Any]
+    model_kwargs: dict[str, Any]
+    data_kwargs: dict[str, Any]
+    trainer_kwargs: dict[str, Any]
+    cli: dict[str, Any]
 
 
-def signatures(model_cls: type, data_cls: type) -> Dict[str, Dict]:
+def signatures(model_cls: type, data_cls: type) -> dict[str, dict]:
     return {
         "model": parameters(model_cls),
         "data": parameters(data_cls),
@@ -274,7 +275,7 @@ def make_logger(kind: str, run_dir: Path, run_name: str, project: str = "attenti
     return WandbLogger(name=f"{run_name}/{version}", save_dir=str(run_dir), project=project, id=run_id, resume="allow")
 
 
-def checkpoint_meta(path: Path) -> Dict[str, Any]:
+def checkpoint_meta(path: Path) -> dict[str, Any]:
     """Our metadata from a checkpoint, loaded without executing pickled code."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -285,8 +286,8 @@ def checkpoint_meta(path: Path) -> Dict[str, Any]:
     return ckpt
 
 
-def callbacks_for(run_dir: Path, extra: List[Callback], every_n_minutes: float = 10.0, every_n_steps: int = 0,
-                  slurm_requeue: bool = False) -> List[Callback]:
+def callbacks_for(run_dir: Path, extra: list[Callback], every_n_minutes: float = 10.0, every_n_steps: int = 0,
+                  slurm_requeue: bool = False) -> list[Callback]:
     """``best-*.ckpt`` (top ``val/acc``) and ``last.ckpt`` (the newest state, see ``LastCheckpoint``)."""
     best = ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"), filename="best-epoch{epoch}-step{step}", monitor="val/acc",
@@ -300,7 +301,7 @@ class RunInfo(Callback):
     """Stores which model and datamodule (by registry name, with the flags that made them) made a checkpoint,
     and records the resolved digit source (not ``auto``) in the run's hyperparameters."""
 
-    def __init__(self, p: "Plan") -> None:
+    def __init__(self, p: Plan) -> None:
         trainer_flags = {k: v for k, v in p.trainer_kwargs.items() if k != "default_root_dir"}
         self.meta = {"model": p.model_name, "data": p.data_name, "data_kwargs": dict(p.data_kwargs),
                      "flags": {"model": dict(p.model_kwargs), "data": dict(p.data_kwargs), "trainer": trainer_flags,
@@ -320,7 +321,7 @@ class RunInfo(Callback):
         checkpoint[CKPT_KEY] = dict(self.meta)
 
 
-def check_resume_flags(meta: Dict[str, Any], p: "Plan", ckpt_path: Path) -> None:
+def check_resume_flags(meta: dict[str, Any], p: Plan, ckpt_path: Path) -> None:
     """Refuse a resume whose model/data/trainer flags differ from the checkpoint's (but for RESUME_MAY_CHANGE)."""
     old = meta.get("flags")
     if not old:
@@ -347,12 +348,12 @@ def check_resume_flags(meta: Dict[str, Any], p: "Plan", ckpt_path: Path) -> None
                         f"checkpoint's flags, or start a new run without --resume (e.g. with a new --run_name)")
 
 
-def make_trainer(p: Plan, run_dir: Path, extra_callbacks: Optional[List[Callback]] = None) -> pl.Trainer:
+def make_trainer(p: Plan, run_dir: Path, extra_callbacks: list[Callback] | None = None) -> pl.Trainer:
     kwargs = dict(p.trainer_kwargs)
     kwargs.setdefault("default_root_dir", str(run_dir))
     info = RunInfo(p)
     extra = [info, *(extra_callbacks or [])]
-    plugins: List[Any] = [AtomicCheckpointIO()]
+    plugins: list[Any] = [AtomicCheckpointIO()]
     from lightning_fabric.plugins.environments import SLURMEnvironment
     slurm = SLURMEnvironment.detect()
     if slurm:  # pre-emption is handled by LastCheckpoint: save at a batch boundary, then requeue
@@ -404,8 +405,8 @@ def resume_command(flags: Mapping[str, Any], ckpt: str) -> str:
     return " ".join(["python cli.py fit", *map(shlex.quote, args), shlex.quote(f"--resume={ckpt}")])
 
 
-def fit_stages(flags: Mapping[str, Any], p: Plan, stages: List[Any],
-               extra_callbacks: Optional[List[Callback]] = None) -> Dict[str, Any]:
+def fit_stages(flags: Mapping[str, Any], p: Plan, stages: list[Any],
+               extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Run a model's training stages in sequence (e.g. PHAM's ``--phase=all``).
 
     ``stages`` is the model class's ``stages(model_kwargs)``: ``(label, model flag updates)`` pairs. Each
@@ -413,8 +414,8 @@ def fit_stages(flags: Mapping[str, Any], p: Plan, stages: List[Any],
     previous stage's best checkpoint, or its last one when there is no best (e.g. ``fast_dev_run``).
     """
     name = p.cli.get("run_name") or f"{p.model_name}-{p.data_name}"
-    done: Dict[str, Any] = {}
-    summary: Dict[str, Any] = {}
+    done: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
     init = None
     for label, update in stages:
         stage_flags = {**flags, **{f"model.{k}": v for k, v in update.items()}, "run_name": f"{name}-{label}"}
@@ -428,8 +429,8 @@ def fit_stages(flags: Mapping[str, Any], p: Plan, stages: List[Any],
     return {**summary, "stages": done}
 
 
-def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = None,
-        save_last: bool = False) -> Dict[str, Any]:
+def fit(flags: Mapping[str, Any], extra_callbacks: list[Callback] | None = None,
+        save_last: bool = False) -> dict[str, Any]:
     """Train, then test the best checkpoint; returns a summary dict (printed by the CLI).
 
     A model class whose ``stages(model_kwargs)`` returns stages is trained by ``fit_stages``;
@@ -485,7 +486,7 @@ def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = No
             trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
         except StopTraining:
             pass  # last_cb.stop_reason says why
-    summary: Dict[str, Any] = {"run_dir": str(run_dir), "digits": getattr(dm, "digit_source", None)}
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "digits": getattr(dm, "digit_source", None)}
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
     summary["best_checkpoint"] = best or None
@@ -511,7 +512,7 @@ def fit(flags: Mapping[str, Any], extra_callbacks: Optional[List[Callback]] = No
     return summary
 
 
-def test(flags: Mapping[str, Any]) -> Dict[str, Any]:
+def test(flags: Mapping[str, Any]) -> dict[str, Any]:
     """Evaluate ``--ckpt`` on its datamodule's test split (datamodule flags may be overridden)."""
     quiet_third_party()
     flags = dict(flags)
@@ -537,7 +538,7 @@ def test(flags: Mapping[str, Any]) -> Dict[str, Any]:
     return {"test": results[0] if results else {}, "checkpoint": str(ckpt), "digits": getattr(dm, "digit_source", None)}
 
 
-def visualize(flags: Mapping[str, Any]) -> Dict[str, Any]:
+def visualize(flags: Mapping[str, Any]) -> dict[str, Any]:
     """Draw ``--num_images`` images of the ``--split`` (val|test) of ``--ckpt``'s datamodule with its attention
     into ``--out``: a picture (.png, .jpg, .pdf, .svg) of every step, or a .gif with one frame per step."""
     from . import viz

@@ -10,7 +10,8 @@ import collections.abc
 import difflib
 import inspect
 import typing
-from typing import Any, Callable, Dict, Iterable, Mapping, Tuple
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 TARGETS = ("model", "data", "trainer")
 
@@ -19,14 +20,14 @@ class FlagError(ValueError):
     """A flag that cannot be routed or has a value of the wrong type; the message says how to fix it."""
 
 
-def parameters(fn: Callable, skip: Iterable[str] = ()) -> Dict[str, inspect.Parameter]:
+def parameters(fn: Callable, skip: Iterable[str] = ()) -> dict[str, inspect.Parameter]:
     """Keyword parameters of ``fn`` (a class means its ``__init__``), with resolved annotations.
 
     For a class whose ``__init__`` takes ``**kwargs``, the options it passes on are those of the next
     ``__init__`` along the MRO, and so on while each takes ``**kwargs``; a subclass's own default wins.
     """
     inits = [c.__dict__["__init__"] for c in fn.__mro__ if "__init__" in c.__dict__] if inspect.isclass(fn) else [fn]
-    out: Dict[str, inspect.Parameter] = {}
+    out: dict[str, inspect.Parameter] = {}
     for init in inits:
         try:
             hints = typing.get_type_hints(init)
@@ -94,12 +95,12 @@ def coerce(value: Any, annotation: Any) -> Any:
 
 
 def route(
-    flags: Mapping[str, Any], signatures: Mapping[str, Dict[str, inspect.Parameter]], own: Iterable[str] = ()
-) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Any]]:
+    flags: Mapping[str, Any], signatures: Mapping[str, dict[str, inspect.Parameter]], own: Iterable[str] = ()
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Split ``flags`` into kwargs per target (``signatures`` keys) plus the CLI's ``own`` flags."""
     own = set(own)
-    routed: Dict[str, Dict[str, Any]] = {t: {} for t in signatures}
-    mine: Dict[str, Any] = {}
+    routed: dict[str, dict[str, Any]] = {t: {} for t in signatures}
+    mine: dict[str, Any] = {}
     valid = sorted(own | {n for sig in signatures.values() for n in sig})
     for raw, value in flags.items():
         name = raw.replace("-", "_")

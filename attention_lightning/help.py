@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Dict, List, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from .flags import describe
 
@@ -28,9 +29,9 @@ CLI_MEANINGS = {  # the CLI's own flags (see experiment.COMMAND_FLAGS)
 }
 
 
-def argument_lines(cls: Any) -> Dict[str, str]:
+def argument_lines(cls: Any) -> dict[str, str]:
     """``name -> one-line meaning`` from the ``Arguments:``/``Args:`` sections of ``cls`` and its bases."""
-    meanings: Dict[str, str] = {}
+    meanings: dict[str, str] = {}
     owners = inspect.getmro(cls) if inspect.isclass(cls) else (cls,)
     for owner in owners:
         for doc in (owner.__doc__, getattr(owner.__dict__.get("__init__"), "__doc__", None)):
@@ -39,9 +40,9 @@ def argument_lines(cls: Any) -> Dict[str, str]:
     return meanings
 
 
-def _section(doc: str) -> List[tuple]:
+def _section(doc: str) -> list[tuple]:
     lines = inspect.cleandoc(doc).splitlines()
-    out: List[tuple] = []
+    out: list[tuple] = []
     inside, indent = False, None
     for line in lines:
         if re.fullmatch(r"\s*(Arguments|Args):\s*", line):
@@ -67,7 +68,7 @@ def _first_sentence(text: str) -> str:
     return text[: m.start() + 1] if m else text
 
 
-def render(command: str, own: List[str], groups: Mapping[str, tuple], preset: str | None = None,
+def render(command: str, own: list[str], groups: Mapping[str, tuple], preset: str | None = None,
            preset_values: Mapping[str, Any] | None = None) -> str:
     """The help text: ``groups`` maps a title to ``(class, {name: inspect.Parameter})``."""
     lines = [f"usage: python cli.py {command} [--flag=value ...]"]

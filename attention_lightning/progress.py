@@ -2,7 +2,7 @@
 a progress bar's redraws (which pile up as thousands of lines in a log file)."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 from pytorch_lightning.callbacks import ProgressBar
 
@@ -23,7 +23,7 @@ class EpochLines(ProgressBar):
     def _line(self, trainer, pl_module, what: str, prefix: str) -> None:
         if not self._enabled or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        metrics: Dict[str, Any] = self.get_metrics(trainer, pl_module)
+        metrics: dict[str, Any] = self.get_metrics(trainer, pl_module)
         shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in metrics.items() if k == "v_num" or k.startswith(prefix))
         print(f"{what} epoch {trainer.current_epoch} step {trainer.global_step}: {shown}", flush=True)

@@ -14,7 +14,8 @@ import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Type, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
 
 from .facts import DataFacts
 
@@ -28,8 +29,8 @@ class Entry:
     description: str
 
 
-_MODELS: Dict[str, Entry] = {}
-_DATAMODULES: Dict[str, Entry] = {}
+_MODELS: dict[str, Entry] = {}
+_DATAMODULES: dict[str, Entry] = {}
 _PACKAGES = {"model": "attention_lightning.models", "datamodule": "datamodules"}
 _loaded = False
 
@@ -38,8 +39,8 @@ class RegistryError(ValueError):
     """An unknown or duplicate name; the message lists the valid names."""
 
 
-def _register(table: Dict[str, Entry], kind: str, name: str, description: str) -> Callable[[Type[T]], Type[T]]:
-    def wrap(cls: Type[T]) -> Type[T]:
+def _register(table: dict[str, Entry], kind: str, name: str, description: str) -> Callable[[type[T]], type[T]]:
+    def wrap(cls: type[T]) -> type[T]:
         if name in table and table[name].cls.__qualname__ != cls.__qualname__:
             raise RegistryError(f"{kind} name {name!r} is registered twice ({table[name].cls} and {cls})")
         table[name] = Entry(name, cls, description)
@@ -49,12 +50,12 @@ def _register(table: Dict[str, Entry], kind: str, name: str, description: str) -
     return wrap
 
 
-def register_model(name: str, description: str) -> Callable[[Type[T]], Type[T]]:
+def register_model(name: str, description: str) -> Callable[[type[T]], type[T]]:
     """Class decorator: make a LightningModule available as ``--model=name``."""
     return _register(_MODELS, "model", name, description)
 
 
-def register_datamodule(name: str, description: str) -> Callable[[Type[T]], Type[T]]:
+def register_datamodule(name: str, description: str) -> Callable[[type[T]], type[T]]:
     """Class decorator: make a LightningDataModule available as ``--data=name``."""
     return _register(_DATAMODULES, "datamodule", name, description)
 
@@ -71,7 +72,7 @@ def _load_all() -> None:
                 importlib.import_module(f"{package}.{info.name}")
 
 
-def _lookup(table: Dict[str, Entry], kind: str, name: str) -> Entry:
+def _lookup(table: dict[str, Entry], kind: str, name: str) -> Entry:
     _load_all()
     if name not in table:
         close = difflib.get_close_matches(name, list(table), n=3)
@@ -90,13 +91,13 @@ def get_datamodule(name: str) -> Entry:
     return _lookup(_DATAMODULES, "datamodule", name)
 
 
-def models() -> List[Entry]:
+def models() -> list[Entry]:
     """All registered models, sorted by name."""
     _load_all()
     return [_MODELS[k] for k in sorted(_MODELS)]
 
 
-def datamodules() -> List[Entry]:
+def datamodules() -> list[Entry]:
     """All registered datamodules, sorted by name."""
     _load_all()
     return [_DATAMODULES[k] for k in sorted(_DATAMODULES)]

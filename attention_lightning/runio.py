@@ -23,7 +23,8 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import pytorch_lightning as pl
@@ -44,7 +45,7 @@ class StopTraining(Exception):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any | None = None) -> None:
         path = os.fspath(path)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.tmp"
@@ -57,7 +58,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
-def rng_state() -> Dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     """Every global RNG a training step or a train item may draw from (weights-only loadable)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(keys.astype(np.int64)),
@@ -67,7 +68,7 @@ def rng_state() -> Dict[str, Any]:
     return state
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     pos, has_gauss, gauss = state["numpy_rest"]
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
@@ -110,7 +111,7 @@ class EpochSampler(Sampler):
 class ResumableLoader:
     """The datamodule's train DataLoader, re-made over an ``EpochSampler`` and able to start at any batch."""
 
-    def __init__(self, loader: DataLoader, seed: int, stream: "TrainStream") -> None:
+    def __init__(self, loader: DataLoader, seed: int, stream: TrainStream) -> None:
         self.sampler = EpochSampler(len(loader.dataset), isinstance(loader.sampler, RandomSampler), seed)
         workers = loader.num_workers
         self.loader = DataLoader(
@@ -121,7 +122,7 @@ class ResumableLoader:
         )
         self.stream = stream
         self.epoch = 0
-        self.before: Dict[int, Dict[str, Any]] = {}  # batch index -> RNG states just before it was fetched
+        self.before: dict[int, dict[str, Any]] = {}  # batch index -> RNG states just before it was fetched
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -154,7 +155,7 @@ class ResumableLoader:
             i += 1
             yield batch
 
-    def state(self, next_batch: int, epoch_done: bool) -> Dict[str, Any]:
+    def state(self, next_batch: int, epoch_done: bool) -> dict[str, Any]:
         """Where to continue: batch ``next_batch`` of this epoch (or the next epoch), with the RNG states from
         just before it and the batch after it were fetched (Lightning fetches one batch ahead)."""
         if epoch_done:
@@ -168,7 +169,7 @@ class ResumableLoader:
 class _TrainLoaders:
     """``dm.train_dataloader`` replaced by one that wraps the original's loader (picklable, for ddp_spawn)."""
 
-    def __init__(self, make: Any, stream: "TrainStream") -> None:
+    def __init__(self, make: Any, stream: TrainStream) -> None:
         self.make, self.stream = make, stream
         self.__wrapped__ = make  # Lightning's is_overridden looks through to the datamodule's method
 
@@ -186,19 +187,19 @@ class TrainStream(Callback):
 
     def __init__(self, dm: pl.LightningDataModule, seed: int) -> None:
         self.seed, self.trainer, self.loader = seed, None, None
-        self.pending: Optional[Dict[str, Any]] = None
+        self.pending: dict[str, Any] | None = None
         dm.train_dataloader = _TrainLoaders(dm.train_dataloader, self)  # this datamodule instance only
 
     def setup(self, trainer, pl_module, stage) -> None:
         self.trainer = trainer
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         if self.loader is None or self.trainer is None:
             return {}
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed  # batches of this epoch trained
         return self.loader.state(done, done >= self.trainer.num_training_batches)
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pending = dict(state_dict) if state_dict else None
 
 
@@ -216,12 +217,12 @@ class LastCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False)
         self.every_seconds, self.every_n_steps = 60.0 * every_n_minutes, every_n_steps
         self.slurm_requeue = slurm_requeue
-        self.stop_reason: Optional[str] = None
-        self.requeued: Optional[str] = None
+        self.stop_reason: str | None = None
+        self.requeued: str | None = None
         self._since = time.monotonic()
         self._at_batch_start = False
-        self._signal: Optional[int] = None
-        self._previous: Dict[int, Any] = {}
+        self._signal: int | None = None
+        self._previous: dict[int, Any] = {}
 
     @property
     def path(self) -> str:
@@ -325,7 +326,7 @@ def checkpoint_step(path: Path) -> int:
         return -1
 
 
-def newest_state(run_dir: Path) -> Optional[Path]:
+def newest_state(run_dir: Path) -> Path | None:
     """The run's newest saved state by global step: ``checkpoints/last.ckpt`` or a Lightning pre-emption
     ``hpc_ckpt_<n>.ckpt``; ``*.tmp`` files are never candidates."""
     candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
@@ -394,7 +395,7 @@ class _AppendingWriter(ExperimentWriter):
                 header = next(csv.reader(f), [])
             self.metrics_keys = list(header)
 
-    def log_hparams(self, params: Dict[str, Any]) -> None:
+    def log_hparams(self, params: dict[str, Any]) -> None:
         if not self.resumed:  # a resumed run's record of what was trained stays as first written
             super().log_hparams(params)
 

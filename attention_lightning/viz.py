@@ -6,7 +6,7 @@ maps over the image (DHAM's pmf, PHAM's EIG per step, HAN's selected cells as a 
 a glimpse), the prediction with its confidence, and for sequential models (T > 1) the accuracy per step.
 
 Images are drawn with ``extent=(-1, 1, 1, -1)``, so the axes are the [-1, 1] image coordinates of
-``attention_lightning.nn.coords`` ((x, y) order, centre 0) and boxes plot as they are. Figures are
+``attention_lightning.nn.coords`` ((x, y) order, center 0) and boxes plot as they are. Figures are
 ``matplotlib.figure.Figure`` objects rendered by the Agg canvas: no pyplot state, safe in a training
 process without a display, and they still show inline in a notebook.
 """
@@ -15,7 +15,8 @@ from __future__ import annotations
 import textwrap
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO, List, Optional, Sequence, Tuple
+from typing import BinaryIO
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -85,7 +86,7 @@ def figure_to_rgb(fig: Figure) -> np.ndarray:
 
 def subset(att: Attention, n: int) -> Attention:
     """The first ``n`` images of ``att`` (every per-image field sliced)."""
-    def cut(t: Optional[Tensor]) -> Optional[Tensor]:
+    def cut(t: Tensor | None) -> Tensor | None:
         return None if t is None else t[:n]
 
     return replace(att, images=att.images[:n], probs=att.probs[:n], boxes=cut(att.boxes), maps=cut(att.maps),
@@ -94,7 +95,7 @@ def subset(att: Attention, n: int) -> Attention:
 
 def _pick(att: Attention, i: int) -> Attention:
     """Image ``i`` of ``att`` as a one-image Attention."""
-    def cut(t: Optional[Tensor]) -> Optional[Tensor]:
+    def cut(t: Tensor | None) -> Tensor | None:
         return None if t is None else t[i:i + 1]
 
     return replace(att, images=att.images[i:i + 1], probs=att.probs[i:i + 1], boxes=cut(att.boxes),
@@ -103,11 +104,11 @@ def _pick(att: Attention, i: int) -> Attention:
 
 
 # --- text ------------------------------------------------------------------------------------
-def _name(k: int, class_names: Optional[Sequence[str]]) -> str:
+def _name(k: int, class_names: Sequence[str] | None) -> str:
     return str(class_names[k]) if class_names is not None and 0 <= k < len(class_names) else str(k)
 
 
-def captions(att: Attention, class_names: Optional[Sequence[str]] = None) -> List[str]:
+def captions(att: Attention, class_names: Sequence[str] | None = None) -> list[str]:
     """One line per image: prediction, its confidence, the label, and the image's caption if any."""
     pred, conf = att.prediction()
     out = []
@@ -121,7 +122,7 @@ def captions(att: Attention, class_names: Optional[Sequence[str]] = None) -> Lis
     return out
 
 
-def _step_title(att: Attention, i: int, t: int, class_names: Optional[Sequence[str]]) -> tuple[str, str]:
+def _step_title(att: Attention, i: int, t: int, class_names: Sequence[str] | None) -> tuple[str, str]:
     """'pred 3 (97%)' after step t of image i, and its colour (green right, red wrong, black unknown)."""
     conf, pred = att.probs[i, t].max(-1)
     text = f"{_name(int(pred), class_names)} ({float(conf):.0%})"
@@ -131,7 +132,7 @@ def _step_title(att: Attention, i: int, t: int, class_names: Optional[Sequence[s
 
 
 # --- panels ----------------------------------------------------------------------------------
-def _step_colors(steps: int) -> List:
+def _step_colors(steps: int) -> list:
     if steps == 1:
         return [ONE_STEP_COLOR]
     cmap = colormaps["cool"]
@@ -154,7 +155,7 @@ def _frame(ax, lim: float) -> None:
     ax.set_facecolor("0.85")  # grey where a box leaves the image
 
 
-def _draw_map(ax, m: Tensor, extent: Optional[Tuple[float, float, float, float]] = None) -> None:
+def _draw_map(ax, m: Tensor, extent: tuple[float, float, float, float] | None = None) -> None:
     """Overlay a non-negative (h, w) map over ``extent`` (x0, y0, x1, y1), default the whole image; transparent
     where it is 0."""
     m = m.detach().float().cpu().clamp_min(0)
@@ -165,8 +166,8 @@ def _draw_map(ax, m: Tensor, extent: Optional[Tuple[float, float, float, float]]
     ax.imshow(rgba, extent=(x0, x1, y1, y0), interpolation="nearest")
 
 
-def _draw_boxes(ax, boxes: Tensor, upto: int, current: Optional[int] = None) -> None:
-    """Boxes (T, S, 4) of steps 0..upto-1; with T > 1 numbered by step and joined by the path of their centres.
+def _draw_boxes(ax, boxes: Tensor, upto: int, current: int | None = None) -> None:
+    """Boxes (T, S, 4) of steps 0..upto-1; with T > 1 numbered by step and joined by the path of their centers.
 
     ``current`` draws that step bold and the earlier ones thin.
     """
@@ -174,7 +175,7 @@ def _draw_boxes(ax, boxes: Tensor, upto: int, current: Optional[int] = None) -> 
     colors = _step_colors(steps)
     upto = min(upto, steps)
     b = boxes.detach().float().cpu()
-    centers = (b[..., :2] + b[..., 2:]).mean(1) / 2  # (T, 2) mean centre over the S boxes of a step
+    centers = (b[..., :2] + b[..., 2:]).mean(1) / 2  # (T, 2) mean center over the S boxes of a step
     if steps > 1 and upto > 1:
         ax.plot(centers[:upto, 0], centers[:upto, 1], "-", color="white", lw=0.8, alpha=0.8)
     for t in range(upto):
@@ -196,9 +197,9 @@ def _image_panel(ax, rgb: np.ndarray, lim: float) -> None:
 
 
 # --- figures ---------------------------------------------------------------------------------
-def _columns(att: Attention) -> List[tuple]:
+def _columns(att: Attention) -> list[tuple]:
     """The panels of one image's row: ('overview',), ('map', t), ('view', t)."""
-    cols: List[tuple] = [("overview",)]
+    cols: list[tuple] = [("overview",)]
     if att.steps == 1:
         if att.maps is not None:
             cols.append(("map", 0))
@@ -212,7 +213,7 @@ def _columns(att: Attention) -> List[tuple]:
 
 
 def attention_grid(
-    att: Attention, max_images: int = 8, class_names: Optional[Sequence[str]] = None, accuracy: bool = True,
+    att: Attention, max_images: int = 8, class_names: Sequence[str] | None = None, accuracy: bool = True,
 ) -> Figure:
     """One row per image: the image with every box (numbered by step and joined by the path when T > 1),
     then the map (per step when T > 1) with that step's boxes, or the view per step; for T > 1 with
@@ -292,8 +293,8 @@ def step_accuracy_figure(att: Attention) -> Figure:
 
 
 def attention_rows(
-    att: Attention, max_images: int = 8, class_names: Optional[Sequence[str]] = None,
-) -> List[np.ndarray]:
+    att: Attention, max_images: int = 8, class_names: Sequence[str] | None = None,
+) -> list[np.ndarray]:
     """One RGB picture (H, W, 3) uint8 per image: its row of ``attention_grid``."""
     att = subset(att.detach_cpu(), max_images)
     return [figure_to_rgb(attention_grid(_pick(att, i), class_names=class_names, accuracy=False))
@@ -301,8 +302,8 @@ def attention_rows(
 
 
 def step_frames(
-    att: Attention, max_images: int = 8, class_names: Optional[Sequence[str]] = None, columns: int = 4,
-) -> List[np.ndarray]:
+    att: Attention, max_images: int = 8, class_names: Sequence[str] | None = None, columns: int = 4,
+) -> list[np.ndarray]:
     """One RGB frame (H, W, 3) uint8 per step: every image with that step's map, the boxes so far
     (the current step bold) and the prediction after the step. T = 1 gives one frame."""
     att = subset(att.detach_cpu(), max_images)
@@ -349,7 +350,7 @@ def check_output(path: str | Path) -> str:
 
 
 def save_attention(
-    att: Attention, path: str | Path, max_images: int = 8, class_names: Optional[Sequence[str]] = None,
+    att: Attention, path: str | Path, max_images: int = 8, class_names: Sequence[str] | None = None,
 ) -> Path:
     """Write ``att`` to ``path``: a ``.gif`` gets one frame per step, an image or PDF the whole grid."""
     path = Path(str(path))
@@ -375,7 +376,7 @@ def upscaled_uint8(att: Attention, min_side: int = 128) -> np.ndarray:
     return np.round(rgb * 255).astype(np.uint8)
 
 
-def box_overlay(att: Attention, i: int, class_names: Optional[Sequence[str]] = None) -> dict:
+def box_overlay(att: Attention, i: int, class_names: Sequence[str] | None = None) -> dict:
     """Every box of image ``i`` in wandb's ``boxes`` format: fractions of the image (clipped to it), one class per
     step (so each step can be toggled), captioned with the step's prediction and scored with its probabilities."""
     steps = att.boxes.shape[1]

@@ -8,7 +8,7 @@ import sys
 import warnings
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -52,8 +52,8 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (Linux: KiB)
 
 
-def measure_training(flags: Dict[str, Any], steps: int = 10, warmup: int = 3, compile: bool = False,
-                     datamodule: Optional[pl.LightningDataModule] = None) -> Dict[str, float]:
+def measure_training(flags: dict[str, Any], steps: int = 10, warmup: int = 3, compile: bool = False,
+                     datamodule: pl.LightningDataModule | None = None) -> dict[str, float]:
     """Median training step time and images/s of the model the flags describe, through ``Trainer.fit``."""
     p = experiment.plan({"logger": "none", **flags})
     pl.seed_everything(0, verbose=False)

@@ -44,7 +44,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,13 +57,13 @@ sys.path.insert(0, str(ROOT))
 class Task:
     name: str
     title: str
-    data: Dict[str, Any]          # datamodule flags
+    data: dict[str, Any]          # datamodule flags
     kind: str = "image"           # "image" or "vqa"
     paper: str = ""               # the papers' figure for this task, if any
 
 
 DIGITS = {"data": "cluttered_mnist"}
-TASKS: Dict[str, Task] = {t.name: t for t in (
+TASKS: dict[str, Task] = {t.name: t for t in (
     Task("translated60", "translated MNIST 60x60", {**DIGITS, "variant": "translated", "canvas_size": 60},
          paper="RAM 1.84% error (Mnih et al. 2014, Table 1b)"),
     Task("cluttered60", "cluttered MNIST 60x60, 4 pieces",
@@ -85,14 +86,14 @@ class Method:
     name: str
     model: str
     tasks: Sequence[str]
-    flags: Dict[str, Any] = field(default_factory=dict)
-    presets: Dict[str, str] = field(default_factory=dict)  # task -> configs/<preset>.yaml (model flags only)
+    flags: dict[str, Any] = field(default_factory=dict)
+    presets: dict[str, str] = field(default_factory=dict)  # task -> configs/<preset>.yaml (model flags only)
     rows: Sequence[str] = ()  # result rows this cell gives (default: the method's name)
 
 
 RAM_PRESETS = {"translated60": "ram_translated60", "cluttered60": "ram_cluttered60",
                "cluttered100": "ram_cluttered100", "dham120": "ram_cluttered100", "rgb32": "ram_mnist"}
-METHODS: Dict[str, Method] = {m.name: m for m in (
+METHODS: dict[str, Method] = {m.name: m for m in (
     Method("cnn", "cnn", IMAGE_TASKS),
     Method("dham", "dham", IMAGE_TASKS, presets={t: "dham_mnist120" for t in IMAGE_TASKS}),
     Method("ram", "ram", IMAGE_TASKS, presets=RAM_PRESETS),
@@ -105,7 +106,7 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
 )}
 
 # per-task overrides a model needs to fit the image (e.g. a crop no larger than a 32px canvas)
-TASK_MODEL_FLAGS: Dict[tuple, Dict[str, Any]] = {
+TASK_MODEL_FLAGS: dict[tuple, dict[str, Any]] = {
     ("dham", "rgb32"): {"crop_size": 16},
     ("ram", "rgb32"): {"depth": 2, "glimpses": 7},
     ("ram_random", "rgb32"): {"depth": 2, "glimpses": 7},
@@ -133,7 +134,7 @@ BUDGETS = {
 }
 
 # the smallest sizes of each model, for --budget=smoke
-SMALL: Dict[str, Dict[str, Any]] = {
+SMALL: dict[str, dict[str, Any]] = {
     "cnn": {"channels": [4, 8], "hidden": 16},
     "dham": {"head_channels": [4], "classifier_channels": [4, 8], "classifier_hidden": 16},
     "ram": {"glimpse_hidden": 16, "location_hidden": 16, "hidden_size": 32, "mc_samples": 2},
@@ -145,7 +146,7 @@ SMALL: Dict[str, Dict[str, Any]] = {
 
 # --- flags of one cell ------------------------------------------------------------------------------------
 
-def _preset_model_flags(preset: str, model: str) -> Dict[str, Any]:
+def _preset_model_flags(preset: str, model: str) -> dict[str, Any]:
     """The model's own flags from ``configs/<preset>.yaml`` (data and trainer flags of a preset are not used)."""
     import yaml
 
@@ -157,7 +158,7 @@ def _preset_model_flags(preset: str, model: str) -> Dict[str, Any]:
     return {k: v for k, v in values.items() if k in accepted}
 
 
-def _preset_data_flags(preset: str) -> Dict[str, Any]:
+def _preset_data_flags(preset: str) -> dict[str, Any]:
     """A VQA preset's data flags (the scene set is part of the task)."""
     import yaml
 
@@ -169,7 +170,7 @@ def _preset_data_flags(preset: str) -> Dict[str, Any]:
     return {k: v for k, v in values.items() if k in accepted}
 
 
-def resolve_rgb32(data_dir: str) -> Dict[str, Any]:
+def resolve_rgb32(data_dir: str) -> dict[str, Any]:
     """CIFAR-10 when its torchvision folder is on disk; else digits on a 32x32 RGB canvas (a stand-in)."""
     if (Path(data_dir) / "cifar-10-batches-py").is_dir():
         return {"data": "cifar10", "data_dir": data_dir, "title": "CIFAR-10"}
@@ -178,14 +179,14 @@ def resolve_rgb32(data_dir: str) -> Dict[str, Any]:
 
 
 def cell_flags(task: Task, method: Method, seed: int, budget: Budget, data_dir: str, out: Path,
-               extra: Dict[str, Any]) -> Dict[str, Any]:
+               extra: dict[str, Any]) -> dict[str, Any]:
     """Every flag of one cell's ``cli.py fit``."""
     data = dict(task.data)
     if task.name == "rgb32":
         data = {k: v for k, v in resolve_rgb32(data_dir).items() if k != "title"}
     if task.kind == "vqa":
         data.update(_preset_data_flags("han_vqa"))
-    flags: Dict[str, Any] = {"model": method.model, **data}
+    flags: dict[str, Any] = {"model": method.model, **data}
     if method.presets.get(task.name):
         flags.update(_preset_model_flags(method.presets[task.name], method.model))
     flags.update(method.flags)
@@ -212,7 +213,7 @@ def cell_flags(task: Task, method: Method, seed: int, budget: Budget, data_dir: 
     return flags
 
 
-def command_line(flags: Dict[str, Any]) -> str:
+def command_line(flags: dict[str, Any]) -> str:
     """The ``cli.py fit`` command that runs a cell by hand."""
     parts = ["python", "cli.py", "fit"]
     for k, v in flags.items():
@@ -261,7 +262,7 @@ class _Timer:
         return Timer()
 
 
-def pixels_seen(att, full_res_only: bool) -> List[float]:
+def pixels_seen(att, full_res_only: bool) -> list[float]:
     """Mean fraction of the image's pixels inside the union of the full-resolution boxes after each step (T,).
 
     ``att.boxes`` is (B, T, S, 4) in [-1, 1] coordinates; the first box of a step is its finest scale. Models
@@ -290,7 +291,7 @@ def pixels_seen(att, full_res_only: bool) -> List[float]:
 GLIMPSE_ONLY = ("ram", "pham")
 
 
-def inference_profile(ckpt: str, model_name: str, flags: Dict[str, Any]) -> Dict[str, Any]:
+def inference_profile(ckpt: str, model_name: str, flags: dict[str, Any]) -> dict[str, Any]:
     """Multiply-adds per image and pixels seen per step, from a checkpoint on a batch of the test split."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -312,7 +313,7 @@ def inference_profile(ckpt: str, model_name: str, flags: Dict[str, Any]) -> Dict
             "pixels_seen": pixels_seen(att, model_name in GLIMPSE_ONLY)}
 
 
-def run_cell(flags: Dict[str, Any], logger: str) -> Dict[str, Any]:
+def run_cell(flags: dict[str, Any], logger: str) -> dict[str, Any]:
     """Train and test one cell in this process; returns its measurements."""
     import torch
 
@@ -350,7 +351,7 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def run_grid(args: argparse.Namespace) -> List[Dict[str, Any]]:
+def run_grid(args: argparse.Namespace) -> list[dict[str, Any]]:
     budget = BUDGETS[args.budget]
     out = Path(args.out)
     cells_dir = out / "cells"
@@ -392,7 +393,7 @@ def run_grid(args: argparse.Namespace) -> List[Dict[str, Any]]:
     return records
 
 
-def _run_isolated(flags: Dict[str, Any], logger: str, group: str) -> Dict[str, Any]:
+def _run_isolated(flags: dict[str, Any], logger: str, group: str) -> dict[str, Any]:
     """One cell in a fresh process, so its peak memory is its own."""
     env = {**os.environ, "WANDB_RUN_GROUP": group}
     proc = subprocess.run(
@@ -419,7 +420,7 @@ def _mean_se(values: Sequence[float]) -> tuple:
     return mean, math.sqrt(var / len(vals))
 
 
-def rows_of(record: Dict[str, Any]) -> List[Dict[str, Any]]:
+def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The result rows of a cell: one per method, two for PHAM (its EIG and random policies)."""
     test = record["test"]
     pixels = record["pixels_seen"]
@@ -439,9 +440,9 @@ def rows_of(record: Dict[str, Any]) -> List[Dict[str, Any]]:
              "acc_steps": per_step, "pixels_steps": pixels[:len(per_step)] or [1.0]}]
 
 
-def summarize(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and standard error over seeds per (task, method)."""
-    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for record in records:
         for row in rows_of(record):
             groups.setdefault((row["task"], row["method"]), []).append(row)
@@ -469,11 +470,11 @@ def summarize(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return table
 
 
-def _fmt(x: Optional[float], spec: str) -> str:
+def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def write_tables(table: List[Dict[str, Any]], out: Path, budget: Budget) -> None:
+def write_tables(table: list[dict[str, Any]], out: Path, budget: Budget) -> None:
     cols = ["task", "method", "seeds", "acc", "acc_se", "acc_steps", "acc_steps_se", "pixels_seen",
             "macs_per_image", "train_images_per_s", "test_images_per_s", "peak_mem_mb", "steps", "batch_size",
             "images_seen", "command"]
@@ -500,7 +501,7 @@ def write_tables(table: List[Dict[str, Any]], out: Path, budget: Budget) -> None
     (out / "leaderboard.md").write_text("\n".join(lines) + "\n")
 
 
-def write_plots(table: List[Dict[str, Any]], out: Path) -> List[Path]:
+def write_plots(table: list[dict[str, Any]], out: Path) -> list[Path]:
     """Accuracy against glimpses and against the fraction of pixels seen: a panel per task, a line per method."""
     import matplotlib
 
@@ -529,7 +530,7 @@ def write_plots(table: List[Dict[str, Any]], out: Path) -> List[Path]:
     return paths
 
 
-def log_summary_to_wandb(table: List[Dict[str, Any]], plots: List[Path], budget: Budget) -> None:
+def log_summary_to_wandb(table: list[dict[str, Any]], plots: list[Path], budget: Budget) -> None:
     """A summary run: the table as a ``wandb.Table`` and the plots as images (cells are runs of their own)."""
     import wandb
 
@@ -542,7 +543,7 @@ def log_summary_to_wandb(table: List[Dict[str, Any]], plots: List[Path], budget:
     run.finish()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", choices=list(BUDGETS), default="smoke")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results/leaderboard-<budget>)")

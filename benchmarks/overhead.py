@@ -37,7 +37,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -57,7 +57,7 @@ class Intervals(pl.Callback):
     """Start-to-start time of consecutive training batches within an epoch (the step as a user waits for it)."""
 
     def __init__(self) -> None:
-        self.times: List[List[float]] = []
+        self.times: list[list[float]] = []
         self._last = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
@@ -71,12 +71,12 @@ class Intervals(pl.Callback):
         self._last = now
 
 
-def clocks() -> Tuple[float, float]:
+def clocks() -> tuple[float, float]:
     """(wall, this thread's CPU) seconds: on a shared machine the CPU time is what the step itself cost."""
     return time.perf_counter(), time.thread_time()
 
 
-def preset_flags(cfg: Path, batch_size: int, steps: int, epochs: int) -> Tuple[Dict[str, Any], str]:
+def preset_flags(cfg: Path, batch_size: int, steps: int, epochs: int) -> tuple[dict[str, Any], str]:
     """The preset's flags for a run of ``epochs`` epochs of ``steps`` batches (and one validation batch)."""
     flags = {k: v for k, v in yaml.safe_load(cfg.read_text()).items() if k not in RUN_KEYS}
     flags.update(batch_size=batch_size, num_workers=0, accelerator="cpu", seed=0)
@@ -92,7 +92,7 @@ def preset_flags(cfg: Path, batch_size: int, steps: int, epochs: int) -> Tuple[D
     return flags, source
 
 
-def datamodule(flags: Dict[str, Any], source: str, steps: int) -> pl.LightningDataModule:
+def datamodule(flags: dict[str, Any], source: str, steps: int) -> pl.LightningDataModule:
     if source == "real":
         return experiment.build_datamodule(experiment.plan(flags))
     dims, classes = SHAPES[flags["data"]]
@@ -106,7 +106,7 @@ class SyntheticWithVal(Synthetic):
         return self._loader(torch.utils.data.Subset(self.train_set, range(self.batch_size)), shuffle=False)
 
 
-def run_plain(flags: Dict[str, Any], source: str, steps: int, epochs: int, compile: bool) -> Dict[str, float]:
+def run_plain(flags: dict[str, Any], source: str, steps: int, epochs: int, compile: bool) -> dict[str, float]:
     """The module's own math: loss terms, backward and the optimizer, in a bare loop over the DataLoader."""
     p = experiment.plan({**flags, "logger": "none"})
     pl.seed_everything(0, verbose=False)
@@ -119,7 +119,7 @@ def run_plain(flags: Dict[str, Any], source: str, steps: int, epochs: int, compi
     opt = model.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt[0][0] if isinstance(opt, tuple) else opt
     model.train()
-    times: List[List[Tuple[float, float]]] = []
+    times: list[list[tuple[float, float]]] = []
     t_run = clocks()
     for _ in range(epochs):
         times.append([])
@@ -137,8 +137,8 @@ def run_plain(flags: Dict[str, Any], source: str, steps: int, epochs: int, compi
     return {"times": times, "run_s": [b - a for a, b in zip(t_run, clocks())]}
 
 
-def run_trainer(flags: Dict[str, Any], source: str, steps: int, epochs: int, kind: str,
-                compile: bool = False) -> Dict[str, float]:
+def run_trainer(flags: dict[str, Any], source: str, steps: int, epochs: int, kind: str,
+                compile: bool = False) -> dict[str, float]:
     """``Trainer.fit`` as the benchmarks (``bench``) or as ``cli.py fit`` (``cli``, ``cli-noviz``) build it."""
     timer = Intervals()
     if kind == "bench":
@@ -172,7 +172,7 @@ def run_trainer(flags: Dict[str, Any], source: str, steps: int, epochs: int, kin
         return {"times": timer.times, "run_s": [b - a for a, b in zip(t0, clocks())]}
 
 
-def step_ms(result: Dict[str, Any], warmup: int, clock: int, q: float = 0.5) -> float:
+def step_ms(result: dict[str, Any], warmup: int, clock: int, q: float = 0.5) -> float:
     """Quantile ``q`` (median by default) of the start-to-start intervals (clock 0: wall, 1: CPU), without the
     first ``warmup`` of each epoch."""
     times = sorted(t[clock] for epoch in result["times"] for t in epoch[warmup:])
@@ -205,7 +205,7 @@ def main() -> None:
         batches = [int(b) for b in args.ram_batches.split(",")] if preset["model"] == "ram" else [preset["batch_size"]]
         for batch in batches:
             flags, source = preset_flags(cfg, batch, args.steps, args.epochs)
-            got: Dict[str, List[Dict[str, Any]]] = {v: [] for v in variants}
+            got: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
             for _ in range(args.repeats):
                 for v in variants:
                     if v.startswith("plain"):

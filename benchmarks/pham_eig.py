@@ -23,7 +23,7 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytorch_lightning as pl
 import yaml
@@ -37,8 +37,8 @@ class PhaseClock(pl.Callback):
     """Wall seconds per phase spent in the sanity check, validation, testing and the rest of ``fit`` (training)."""
 
     def __init__(self) -> None:
-        self.seconds: Dict[str, Dict[str, float]] = {}
-        self._start: Dict[str, float] = {}
+        self.seconds: dict[str, dict[str, float]] = {}
+        self._start: dict[str, float] = {}
 
     def _add(self, pl_module, part: str, seconds: float) -> None:
         row = self.seconds.setdefault(f"phase{pl_module.phase}", {"fit": 0.0, "sanity": 0.0, "val": 0.0, "test": 0.0})
@@ -76,13 +76,13 @@ class PhaseClock(pl.Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         self._end(pl_module, "test")
 
-    def split(self) -> Dict[str, Dict[str, float]]:
+    def split(self) -> dict[str, dict[str, float]]:
         """Per phase: train (fit minus its validation and sanity check), val (with sanity), test seconds."""
         return {k: {"train": v["fit"] - v["val"] - v["sanity"], "val": v["val"] + v["sanity"], "test": v["test"]}
                 for k, v in self.seconds.items()}
 
 
-def parse_sets(items: List[str]) -> Dict[str, Any]:
+def parse_sets(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
         if "=" not in item:
@@ -101,7 +101,7 @@ def phase2_checkpoint(out: Path, seed: int) -> str:
     return str(found[-1])
 
 
-def run_seed(config: Path, seed: int, out: Path, overrides: Dict[str, Any], from_phase: int = 1) -> Dict[str, Any]:
+def run_seed(config: Path, seed: int, out: Path, overrides: dict[str, Any], from_phase: int = 1) -> dict[str, Any]:
     """``--phase=all`` of the preset with this seed (or phase 3 alone from its phase-2 checkpoint, when
     ``from_phase`` is 3); writes and returns phase 3's per-step test accuracies."""
     preset = yaml.safe_load(config.read_text())
@@ -124,11 +124,11 @@ def run_seed(config: Path, seed: int, out: Path, overrides: Dict[str, Any], from
     return row
 
 
-def se(values: List[float]) -> float:
+def se(values: list[float]) -> float:
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
 
 
-def table(rows: List[Dict[str, Any]]) -> str:
+def table(rows: list[dict[str, Any]]) -> str:
     """Per step: mean accuracy ± SE over seeds of both policies, the paired difference, and the pooled binomial SE."""
     n, steps = len(rows), len(rows[0]["eig"])
     images = sum(int(r["test_size"] or 0) for r in rows)

@@ -26,7 +26,7 @@ import json
 import statistics
 import tempfile
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -42,7 +42,7 @@ RUN_KEYS = {"phase", "init_from", "max_epochs", "train_size", "val_size", "test_
 DATA_KEYS = {"data", "data_dir", "variant", "channels", "canvas_size", "digits", "download", "val_fraction"}
 
 
-def phase_flags(config: Path, size: int, batch_size: int, steps: int, accelerator: str) -> Dict[str, Any]:
+def phase_flags(config: Path, size: int, batch_size: int, steps: int, accelerator: str) -> dict[str, Any]:
     """Flags of the preset's model on a ``size``-pixel canvas of embedded digits, with data for ``steps`` batches."""
     preset = yaml.safe_load(config.read_text())
     if preset.get("model") != "pham":
@@ -56,7 +56,7 @@ def phase_flags(config: Path, size: int, batch_size: int, steps: int, accelerato
     return flags
 
 
-def save_phase1_weights(flags: Dict[str, Any], path: Path) -> str:
+def save_phase1_weights(flags: dict[str, Any], path: Path) -> str:
     """Build the phase-1 model the flags describe (seed 0) and save its state_dict: every phase starts from it."""
     p = experiment.plan({"logger": "none", **flags, "phase": 1})
     pl.seed_everything(0, verbose=False)
@@ -85,7 +85,7 @@ def main() -> None:
         for size in sizes:
             flags = phase_flags(config, size, args.batch_size, args.steps + args.warmup, args.accelerator)
             weights = save_phase1_weights(flags, Path(tmp) / f"phase1_{size}.pt")
-            times: Dict[int, list] = {1: [], 2: [], 3: []}
+            times: dict[int, list] = {1: [], 2: [], 3: []}
             for _ in range(args.repeats):
                 for phase in PHASES:
                     r = measure_training({**flags, "phase": phase, "init_from": weights},

@@ -19,7 +19,6 @@ import inspect
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
 
 import numpy as np
 import torch
@@ -40,7 +39,7 @@ OLD = dict(first_location="learned", locator_hidden=0, clamp=False, detach_polic
 # the most used port's choices, expressed in this model's flags
 PORT = dict(first_location="random", locator_hidden=128, clamp=True, detach_policy=True, reinforce_weight=0.01,
             std=0.05, lr=3e-4, lr_decay=False, **MNIST_NORM, reward="correct")
-CONFIGS: Dict[str, dict] = {
+CONFIGS: dict[str, dict] = {
     "old": OLD,
     "new": {},  # configs/ram_mnist.yaml's model settings (filled in by preset())
     "port": PORT,
@@ -99,7 +98,7 @@ def run(name: str, seed: int, epochs: int, batch_size: int, test: bool, out: Pat
     opt, sched = (conf, None) if isinstance(conf, torch.optim.Optimizer) else (conf["optimizer"], conf["lr_scheduler"]["scheduler"])
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
-    rows: List[dict] = []
+    rows: list[dict] = []
     for epoch in range(1, epochs + 1):
         for idx in torch.randperm(len(yt), generator=gen).split(batch_size):
             terms = model.episode_losses(model.rollout(xt[idx], sample=True), yt[idx])
@@ -127,7 +126,7 @@ def run(name: str, seed: int, epochs: int, batch_size: int, test: bool, out: Pat
         w.writerows(rows)
 
 
-def table(path: Path, split: str, epochs: List[int]) -> str:
+def table(path: Path, split: str, epochs: list[int]) -> str:
     """Markdown table: mean +- standard error over seeds of greedy / MC accuracy (%) at each epoch count."""
     with path.open() as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == split]

@@ -14,7 +14,7 @@ import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import torch
 import yaml
@@ -50,7 +50,7 @@ def presets(only):
             yield cfg, flags
 
 
-def measure_preset(cfg: Path, flags: Dict[str, Any], args: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
+def measure_preset(cfg: Path, flags: dict[str, Any], args: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """Time one preset (eager, and compiled if asked); returns its JSON row and its table line."""
     flags = {**flags, "accelerator": args["accelerator"], "precision": args["precision"], "num_workers": 0}
     if args["batch_size"]:

@@ -6,7 +6,8 @@ follows ``**kwargs`` along the class's MRO, so every inherited option is still a
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal, Mapping, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
+from collections.abc import Mapping
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset

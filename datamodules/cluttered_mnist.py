@@ -18,7 +18,8 @@ rendered at once (``__getitems__``), vectorized over the batch. Val digits are c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Literal, Optional, Sequence, Tuple
+from typing import Literal
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class CanvasDigits(Dataset):
 
     def __init__(
         self, images: Tensor, labels: Tensor, length: int, split: str, canvas: int,
-        scale_range: Tuple[float, float], clutter: int, clutter_size: int, snr: Optional[float], data_seed: int,
+        scale_range: tuple[float, float], clutter: int, clutter_size: int, snr: float | None, data_seed: int,
         channels: int = 1,
     ) -> None:
         self.images = images.numpy() if isinstance(images, Tensor) else images  # (N, 28, 28) uint8
@@ -62,7 +63,7 @@ class CanvasDigits(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def render_batch(self, indices: Sequence[int]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def render_batch(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Canvases (B, H, W) float32, labels (B,), digit boxes (B, 3) and clutter boxes (B, n, 3) as
         (x0, y0, side) in pixels. Vectorized over the batch except the per-digit resize of scaled variants."""
         idx = np.asarray(indices, dtype=np.int64)
@@ -119,13 +120,13 @@ class CanvasDigits(Dataset):
         out = r @ self.images[d].astype(np.float32) @ r.transpose(0, 2, 1)  # (B, S, S)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
-    def render(self, index: int) -> Tuple[np.ndarray, int, dict]:
+    def render(self, index: int) -> tuple[np.ndarray, int, dict]:
         """One canvas (H, W), its label, and ``{"digit": (x0, y0, side), "clutter": [(x0, y0, side), ...]}``."""
         out, labels, boxes, pieces = self.render_batch([index])
         return out[0], int(labels[0]), {"digit": tuple(int(v) for v in boxes[0]),
                                          "clutter": [tuple(int(v) for v in p) for p in pieces[0]]}
 
-    def __getitems__(self, indices: Sequence[int]) -> List[Tuple[Tensor, int]]:
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, int]]:
         """A whole batch at once (the DataLoader calls this instead of __getitem__ when it exists)."""
         out, labels, _, _ = self.render_batch(indices)
         images = torch.from_numpy(out)[:, None]  # (B, 1, H, W)
@@ -133,7 +134,7 @@ class CanvasDigits(Dataset):
             images = images.expand(-1, self.channels, -1, -1)  # (B, C, H, W)
         return list(zip(images, labels.tolist()))
 
-    def __getitem__(self, index: int) -> Tuple[Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
         return self.__getitems__([index])[0]
 
 
@@ -206,7 +207,7 @@ class ClutteredMNIST(BaseDataModule):
 
             download_mnist(self.hparams.data_dir)
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         hp = self.hparams
@@ -223,5 +224,8 @@ class ClutteredMNIST(BaseDataModule):
                                       hp.train_size, "train", **common)
         self.val_set = CanvasDigits(digits.train_images[val_idx], digits.train_labels[val_idx],
                                     hp.val_size, "val", **common)
-        self.test_set = CanvasDigits(digits.test_images, digits.test_labels,
+        # a fixed order of the test digits, so a --test_size below the digit count is not the first classes only
+        # (the embedded digits are stored class by class); the full test split holds the same digits either way
+        order = torch.from_numpy(np.random.default_rng(54321).permutation(len(digits.test_labels)))
+        self.test_set = CanvasDigits(digits.test_images[order], digits.test_labels[order],
                                      hp.test_size or len(digits.test_labels), "test", **common)

@@ -8,7 +8,7 @@ torch RNG, from it). The hash is splitmix64's finalizer, applied to uint64 array
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -11,7 +11,7 @@ Places are named only on lattices of 2..4 rows (``ROW_NAMES``), so ``query`` nee
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,14 +23,14 @@ COL_NAMES = {2: ("left", "right"), 3: ("left", "center", "right"), 4: ("left", "
 PAD, UNK = "<pad>", "<unk>"
 
 
-def place_names(grid: int) -> List[str]:
+def place_names(grid: int) -> list[str]:
     """Names of the grid's places in row-major order, e.g. 'top left' ... 'bottom right' for 3x3 (none past 4x4)."""
     if grid not in ROW_NAMES:
         return []
     return [f"{r} {c}" for r in ROW_NAMES[grid] for c in COL_NAMES[grid]]
 
 
-def question_words(grid: int) -> List[str]:
+def question_words(grid: int) -> list[str]:
     """Every word a question can use (sorted)."""
     words = {"is", "there", "a", "what", "the", "object", "at", "how", "many", "objects", "are", "of", "?",
              "left", "right", "colour", "shape", "size"}
@@ -40,7 +40,7 @@ def question_words(grid: int) -> List[str]:
     return sorted(words)
 
 
-def answer_words(max_count: int) -> List[str]:
+def answer_words(max_count: int) -> list[str]:
     """The fixed answer vocabulary: yes/no, colours, shapes, sizes, counts 0..max_count."""
     return ["no", "yes", *COLOURS, *SHAPES, *SIZES, *(str(c) for c in range(max_count + 1))]
 
@@ -55,7 +55,7 @@ class Tokenizer:
     def __len__(self) -> int:
         return len(self.itos)
 
-    def encode(self, text: str) -> List[int]:
+    def encode(self, text: str) -> list[int]:
         return [self.stoi.get(w, 1) for w in text.split()]
 
     def decode(self, ids: Sequence[int]) -> str:

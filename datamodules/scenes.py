@@ -13,13 +13,13 @@ numbers (``Asks``); ``questions.py`` turns them into words. Every number comes f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
 from .counter_rng import ItemStreams, pick
 
-COLOURS: Dict[str, Tuple[float, float, float]] = {
+COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.95, 0.1, 0.1), "green": (0.1, 0.8, 0.1), "blue": (0.2, 0.3, 1.0),
     "yellow": (0.95, 0.9, 0.1), "magenta": (0.9, 0.1, 0.9), "cyan": (0.1, 0.9, 0.9),
 }
@@ -72,9 +72,9 @@ class Scenes:
     count: np.ndarray    # (B,) objects in each scene
     clutter: np.ndarray  # (B, m, 3) (x, y, half side)
     asks: Asks | None = None
-    question: List[str] = field(default_factory=list)
-    answer: List[str] = field(default_factory=list)
-    qtype: List[str] = field(default_factory=list)
+    question: list[str] = field(default_factory=list)
+    answer: list[str] = field(default_factory=list)
+    qtype: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.count)
@@ -86,13 +86,13 @@ class Scenes:
                      self.center[i, :n], self.radius[i, :n], self.clutter[i], *words)
 
     @classmethod
-    def stack(cls, scenes: Sequence[Scene]) -> "Scenes":
+    def stack(cls, scenes: Sequence[Scene]) -> Scenes:
         """Scenes built by hand (e.g. in tests) as one batch."""
         b, m, k = len(scenes), max(len(s.colour) for s in scenes), len(scenes[0].clutter)
         if any(len(s.clutter) != k for s in scenes):
             raise ValueError("stacked scenes must have the same number of clutter squares")
 
-        def pad(name: str, tail: Tuple[int, ...] = (), rows: int = m, dtype=np.int64) -> np.ndarray:
+        def pad(name: str, tail: tuple[int, ...] = (), rows: int = m, dtype=np.int64) -> np.ndarray:
             out = np.zeros((b, rows, *tail), dtype=dtype)
             for i, s in enumerate(scenes):
                 v = np.asarray(getattr(s, name), dtype=dtype).reshape(-1, *tail)

@@ -12,7 +12,8 @@ with 0, ``length`` (B,), ``answer`` (B,), ``qtype`` (B,) index into ``QTYPES`` a
 """
 from __future__ import annotations
 
-from typing import Dict, List, Literal, Sequence, Tuple
+from typing import Literal
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -57,7 +58,7 @@ class VQAScenes(Dataset):
     def scene(self, index: int) -> Scene:
         return self.scenes([index])[0]
 
-    def __getitems__(self, indices: Sequence[int]) -> List[dict]:
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
         """A whole batch at once (the DataLoader calls this instead of __getitem__ when it exists)."""
         streams = self.streams(indices)
         scenes = self.phrased(streams)
@@ -72,7 +73,7 @@ class VQAScenes(Dataset):
         return self.__getitems__([index])[0]
 
 
-def collate(items: List[dict]) -> VQABatch:
+def collate(items: list[dict]) -> VQABatch:
     """Stack images, pad questions with 0 to the longest in the batch."""
     lengths = torch.tensor([len(it["question"]) for it in items], dtype=torch.long)  # (B,)
     question = torch.zeros(len(items), int(lengths.max()), dtype=torch.long)  # (B, L)
@@ -168,7 +169,7 @@ class VQAScenesDataModule(BaseDataModule):
         self.class_names = self.answers
         self.num_classes = len(self.answers)
         self.dims = (3, canvas_size, canvas_size)
-        self._majority: Tuple[str, float] | None = None
+        self._majority: tuple[str, float] | None = None
 
     def facts(self) -> DataFacts:
         """Answers as classes, the image's size, and the question vocabulary."""
@@ -200,7 +201,7 @@ class VQAScenesDataModule(BaseDataModule):
             np.add.at(counts, (scenes.asks.qtype, [data.answer_index[a] for a in scenes.answer]), 1)
         return counts
 
-    def majority_baseline(self) -> Tuple[str, float]:
+    def majority_baseline(self) -> tuple[str, float]:
         """The most frequent answer of the val split and its frequency (the accuracy of always saying it)."""
         if self._majority is None:
             counts = self._answer_counts("val", self.hparams.val_size).sum(0)
@@ -208,7 +209,7 @@ class VQAScenesDataModule(BaseDataModule):
             self._majority = (self.answers[best], float(counts[best] / counts.sum()))
         return self._majority
 
-    def prior_baseline(self) -> Dict[str, float]:
+    def prior_baseline(self) -> dict[str, float]:
         """Test accuracy of answering each question type with its most frequent val answer (no image, no words
         beyond the type): ``{"acc": overall, "acc_<type>": per asked type}``."""
         val = self._answer_counts("val", self.hparams.val_size)

@@ -14,12 +14,12 @@ import shutil
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import List, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 # (wnid, words.txt entry) for a few real Tiny ImageNet classes; n_classes beyond these get made-up ids
@@ -46,7 +46,7 @@ def _image(k: int, index: int, size: int) -> np.ndarray:
     return img
 
 
-def _labels(n: int, n_classes: int) -> List[int]:
+def _labels(n: int, n_classes: int) -> list[int]:
     return [i % n_classes for i in range(n)]
 
 

@@ -1,5 +1,6 @@
 import inspect
-from typing import Literal, Optional, Sequence, Tuple, Union
+from typing import Literal, Optional
+from collections.abc import Sequence
 
 import pytest
 
@@ -10,13 +11,13 @@ def model(lr: float = 1e-3, glimpses: int = 6, core: str = "rnn", sizes: Sequenc
     pass
 
 
-def data(batch_size: int = 32, snr: Optional[float] = None, shared: int = 2,
-         scale_range: Optional[Tuple[float, float]] = None):
+def data(batch_size: int = 32, snr: float | None = None, shared: int = 2,
+         scale_range: tuple[float, float] | None = None):
     pass
 
 
-def trainer(max_epochs: Optional[int] = None, precision: Literal["32", "bf16-mixed"] = "32",
-            devices: Union[int, str] = "auto"):
+def trainer(max_epochs: int | None = None, precision: Literal["32", "bf16-mixed"] = "32",
+            devices: int | str = "auto"):
     pass
 
 
@@ -61,7 +62,7 @@ def test_small_coercions():
 
 
 def test_conforms_on_typing_forms():
-    assert conforms(None, Optional[int]) and not conforms("x", Optional[int])
+    assert conforms(None, Optional[int]) and not conforms("x", Optional[int])  # noqa: UP045 (the typing form users may write)
     assert conforms([1, 2], Sequence[int]) and not conforms([1, "a"], Sequence[int])
     assert conforms(True, bool) and not conforms(1, bool) and not conforms(True, int)
     assert conforms("anything", inspect.Parameter.empty)

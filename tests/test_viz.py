@@ -84,7 +84,7 @@ def test_image_pixel_and_box_land_at_their_normalized_coordinates():
     fig = Figure(figsize=(4, 4), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
     viz._image_panel(ax, img, 1.0)
-    cx, cy = (2 * 6 + 1) / w - 1, (2 * 1 + 1) / w - 1  # pixel centre in [-1, 1]: x right, y down
+    cx, cy = (2 * 6 + 1) / w - 1, (2 * 1 + 1) / w - 1  # pixel center in [-1, 1]: x right, y down
     box = torch.tensor([[[-0.75, 0.25, -0.25, 0.75]]])  # (T=1, S=1, 4): left, lower half
     viz._draw_boxes(ax, box, 1)
     rgb = viz.figure_to_rgb(fig)
@@ -135,7 +135,7 @@ def test_pham_and_dham_maps_span_their_cells_not_the_whole_image():
     pham = PHAM(image_size=32, feature_size=16, hidden_size=16, latent_size=4, glimpse_channels=(8,),
                 flow_transforms=1, flow_hidden=(8,), decoder_channels=8, decoder_layers=1, steps=2, eig_samples=1)
     att = pham.attention((torch.rand(2, 3, 32, 32), torch.tensor([0, 1])))
-    # 8x8 glimpses every 4 px: the first is centred on pixel edge 4 (-0.75), the last on 28 (0.75); cells are 4 px
+    # 8x8 glimpses every 4 px: the first is centered on pixel edge 4 (-0.75), the last on 28 (0.75); cells are 4 px
     assert att.map_extent == pytest.approx((-0.875, -0.875, 0.875, 0.875))
     dham = DHAM(in_channels=1, head_channels=(4,), head_kernel=5, head_padding="valid", head_stride=1)
     att = dham.attention((torch.rand(2, 1, 20, 20), torch.tensor([0, 1])))

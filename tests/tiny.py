@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict
+from typing import Any
 
 import pytorch_lightning as pl
 
 DIGITS = {"data": "cluttered_mnist", "digits": "embedded", "train_size": 32, "val_size": 16, "test_size": 16,
           "batch_size": 8}
 
-TINY_FLAGS: Dict[str, Dict[str, Any]] = {
+TINY_FLAGS: dict[str, dict[str, Any]] = {
     "dham": {**DIGITS, "model": "dham", "variant": "translated", "canvas_size": 40, "head_channels": [4],
              "classifier_channels": [8, 8], "classifier_hidden": 16},
     "ram": {**DIGITS, "model": "ram", "variant": "translated", "canvas_size": 40, "glimpses": 3,
@@ -28,7 +28,7 @@ COMMON = {"logger": "csv", "enable_progress_bar": False, "enable_model_summary":
           "viz_images": 0}
 
 
-def tiny_flags(model: str, **extra: Any) -> Dict[str, Any]:
+def tiny_flags(model: str, **extra: Any) -> dict[str, Any]:
     return {**TINY_FLAGS[model], **COMMON, **extra}
 
 

@@ -22,7 +22,8 @@ import math
 import os
 import re
 import typing
-from typing import Any, Dict, Iterator, List, Mapping, Tuple
+from typing import Any
+from collections.abc import Iterator, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -42,7 +43,7 @@ class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the message names the step and the term."""
 
 
-def choices(annotation: Any) -> Tuple[Any, ...]:
+def choices(annotation: Any) -> tuple[Any, ...]:
     """The values a ``Literal[...]`` annotation allows (also inside ``X | None``); () for other annotations."""
     if typing.get_origin(annotation) is typing.Literal:
         return typing.get_args(annotation)
@@ -69,7 +70,7 @@ class AttentionModel(pl.LightningModule):
     """Base of every registered model. Batches are ``(images, labels)`` unless ``targets`` is overridden."""
 
     registry_name: str = "?"
-    ignores_facts: Tuple[str, ...] = ()  # data facts the constructor does not take, on purpose
+    ignores_facts: tuple[str, ...] = ()  # data facts the constructor does not take, on purpose
 
     def __init__(self, num_classes: int, lr: float, weight_decay: float) -> None:
         super().__init__()
@@ -79,7 +80,7 @@ class AttentionModel(pl.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     # --- what a model implements -------------------------------------------------------------
-    def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
+    def loss_terms(self, batch: Any, stage: str) -> tuple[dict[str, Tensor], Tensor]:
         """Named scalar losses (summed into the total) and the final logits (B, K) for ``batch``."""
         raise NotImplementedError
 
@@ -96,7 +97,7 @@ class AttentionModel(pl.LightningModule):
         return batch[0]
 
     @classmethod
-    def stages(cls, model_kwargs: Mapping[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    def stages(cls, model_kwargs: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """The runs one ``fit`` makes, as ``(label, model flag updates)`` pairs; a model trained in phases
         returns one per phase (each run starts from the previous one's checkpoint). One stage by default."""
         return [("fit", {})]
@@ -110,7 +111,7 @@ class AttentionModel(pl.LightningModule):
         if seed is not None and self.trainer.world_size > 1:
             torch.manual_seed(int(seed) + 7919 * self.global_rank)
 
-    def _total(self, terms: Dict[str, Tensor], stage: str, batch_size: int) -> Tensor:
+    def _total(self, terms: dict[str, Tensor], stage: str, batch_size: int) -> Tensor:
         """The summed loss, checked finite; its terms and the total are logged (per step and epoch in training)."""
         total = sum(terms.values())
         if not torch.isfinite(total):
@@ -126,7 +127,7 @@ class AttentionModel(pl.LightningModule):
                  sync_dist=not train, batch_size=batch_size)
         return total
 
-    def _step(self, batch: Any, stage: str) -> Dict[str, Tensor]:
+    def _step(self, batch: Any, stage: str) -> dict[str, Tensor]:
         terms, logits = self.loss_terms(batch, stage)
         targets = self.targets(batch)
         loss = self._total(terms, stage, batch_size=len(targets))
@@ -164,7 +165,7 @@ class AttentionModel(pl.LightningModule):
             return
         super().log(name, value, prog_bar, logger, on_step, on_epoch, *args, **kwargs)
 
-    def configure_callbacks(self) -> List[pl.Callback]:
+    def configure_callbacks(self) -> list[pl.Callback]:
         return [TrainLogFlush()]
 
     def compile_step(self) -> None:
@@ -175,13 +176,13 @@ class AttentionModel(pl.LightningModule):
         """
         self.loss_terms = torch.compile(self.loss_terms)  # type: ignore[method-assign]
 
-    def training_step(self, batch: Any, batch_idx: int) -> Dict[str, Tensor]:
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "train")
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Dict[str, Tensor]:
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "val")
 
-    def test_step(self, batch: Any, batch_idx: int) -> Dict[str, Tensor]:
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "test")
 
     def configure_optimizers(self):

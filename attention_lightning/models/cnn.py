@@ -7,7 +7,8 @@ the whole image.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -77,7 +78,7 @@ class CNN(AttentionModel):
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)  # (B, K)
 
-    def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
+    def loss_terms(self, batch: Any, stage: str) -> tuple[dict[str, Tensor], Tensor]:
         logits = self(self.inputs(batch))  # (B, K)
         return {"ce": F.cross_entropy(logits, self.targets(batch))}, logits
 

@@ -14,8 +14,8 @@ point-samples the noise at full strength, which left the model at chance).
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Dict, Literal, Sequence, Tuple
+from typing import Any, Literal
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -46,7 +46,7 @@ class AttentionHead(nn.Module):
                  stride: int = 1, pool: int = 1) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
-            raise ValueError(f"--head_kernel={kernel_size} must be odd so each map cell has a centre pixel")
+            raise ValueError(f"--head_kernel={kernel_size} must be odd so each map cell has a center pixel")
         if stride < 1:
             raise ValueError(f"--head_stride={stride} must be at least 1")
         if pool < 1:
@@ -62,9 +62,9 @@ class AttentionHead(nn.Module):
         self.net = nn.Sequential(*layers)
         self.pool = pool
         self.stride = stride * pool
-        # map cell i is centred on pooled pixel i * stride + o: the first conv's window centre is at pooled
+        # map cell i is centered on pooled pixel i * stride + o: the first conv's window center is at pooled
         # pixel stride*i - pad + r; each later unpadded conv moves it by r cells (r*stride pooled pixels).
-        # Pooled pixel j averages input pixels j*pool .. j*pool + pool - 1, centred on j*pool + (pool - 1)/2.
+        # Pooled pixel j averages input pixels j*pool .. j*pool + pool - 1, centered on j*pool + (pool - 1)/2.
         later = 0 if padding == "same" else (len(widths) - 1) * r * stride
         offset = (r - pad + later) * pool + (pool - 1) / 2  # a half pixel when pool is even
         self.offset: int | float = int(offset) if offset == int(offset) else offset
@@ -74,8 +74,8 @@ class AttentionHead(nn.Module):
             images = F.avg_pool2d(images, self.pool)  # (B, C, H // pool, W // pool)
         return self.net(images).squeeze(1)  # (B, h', w')
 
-    def cell_centers(self, map_size: Tuple[int, int], image_size: Tuple[int, int], device=None) -> Tuple[Tensor, Tensor]:
-        """Normalized x (w',) and y (h',) centres of the map's cells in an image of ``image_size`` (H, W)."""
+    def cell_centers(self, map_size: tuple[int, int], image_size: tuple[int, int], device=None) -> tuple[Tensor, Tensor]:
+        """Normalized x (w',) and y (h',) centers of the map's cells in an image of ``image_size`` (H, W)."""
         (mh, mw), (h, w) = map_size, image_size
         return (pixel_centers(mw, self.offset, w, self.stride, device=device),
                 pixel_centers(mh, self.offset, h, self.stride, device=device))
@@ -88,7 +88,7 @@ def mip_crop(images: Tensor, center: Tensor, half: Tensor, out_size: int) -> Ten
     of the pyramid is the image mean-pooled over 2^j x 2^j blocks (levels exist while H and W divide by 2^j);
     the crop is read at level log2(step), clamped to the pyramid, blending the two nearest levels linearly
     (trilinear mipmapping), so a zoomed-out crop averages the pixels it covers (noise falls with the zoom)
-    instead of point-sampling them. At step <= 1 it is ``affine_crop``. Differentiable in images, centre and s.
+    instead of point-sampling them. At step <= 1 it is ``affine_crop``. Differentiable in images, center and s.
     """
     h, w = images.shape[-2:]
     levels = [images]
@@ -132,7 +132,7 @@ class DHAM(AttentionModel):
         head_pool: average the input over head_pool x head_pool blocks before the head (1: no pooling).
         crop_size: side in pixels of the crop the classifier reads.
         crop_antialias: read the crop from a mean-pooled pyramid at the crop's zoom (no aliasing of noise).
-        scale_norm: l1 or l2 expected distance from the pmf's centre, which sets the crop size.
+        scale_norm: l1 or l2 expected distance from the pmf's center, which sets the crop size.
         pmf_temperature: the head's logits are divided by it (its last conv starts multiplied by it: same initial pmf).
         scale_factor: crop half size = scale_factor x the pmf's expected distance ([-1, 1] coordinates).
         learn_scale_factor: train the scale factor (else a fixed buffer).
@@ -177,7 +177,7 @@ class DHAM(AttentionModel):
             self.register_buffer("log_scale_factor", log_factor)
         self.classifier = SmallCNN(in_channels, classifier_channels, classifier_hidden, num_classes)
 
-    def locate(self, images: Tensor) -> Tuple[PmfMoments, Tensor]:
+    def locate(self, images: Tensor) -> tuple[PmfMoments, Tensor]:
         """The attention pmf with its moments, and the crop half size s (B,), for (B, C, H, W) images."""
         h, w = images.shape[-2:]
         if min(h, w) <= 2 * self.head.offset + self.head.stride:
@@ -193,7 +193,7 @@ class DHAM(AttentionModel):
         half = self.log_scale_factor.exp() * moments.spread  # (B,)
         return moments, half
 
-    def crop(self, images: Tensor) -> Tuple[Tensor, PmfMoments, Tensor]:
+    def crop(self, images: Tensor) -> tuple[Tensor, PmfMoments, Tensor]:
         moments, half = self.locate(images)
         crop = mip_crop if self.hparams.crop_antialias else affine_crop
         view = crop(images, moments.center, half, self.hparams.crop_size)  # (B, C, crop, crop)
@@ -202,7 +202,7 @@ class DHAM(AttentionModel):
     def forward(self, images: Tensor) -> Tensor:
         return self.classifier(self.crop(images)[0])  # (B, K)
 
-    def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
+    def loss_terms(self, batch: Any, stage: str) -> tuple[dict[str, Tensor], Tensor]:
         images, labels = self.inputs(batch), self.targets(batch)
         view, moments, half = self.crop(images)
         logits = self.classifier(view)

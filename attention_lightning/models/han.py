@@ -62,7 +62,8 @@ the head; 1 for soft/none), logged as ``{stage}/attended_mean`` and ``{stage}/at
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Literal
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -98,7 +99,7 @@ class ImageEncoder(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int],
-                 kernels: Optional[Sequence[int]] = None, norm: str = "batch") -> None:
+                 kernels: Sequence[int] | None = None, norm: str = "batch") -> None:
         super().__init__()
         kernels = [3] * len(channels) if kernels is None else list(kernels)
         if len(channels) != len(strides) or len(kernels) != len(channels) or not channels:
@@ -114,7 +115,7 @@ class ImageEncoder(nn.Module):
         self.strides, self.kernels = tuple(strides), tuple(kernels)
         self.out_channels = c
 
-    def grid_size(self, h: int, w: int) -> Tuple[int, int]:
+    def grid_size(self, h: int, w: int) -> tuple[int, int]:
         for s, k in zip(self.strides, self.kernels):
             h, w = conv_out(h, s, k), conv_out(w, s, k)
         return h, w
@@ -224,11 +225,11 @@ class HAN(AttentionModel):
         in_channels: int = 3,
         image_size: Sequence[int] = (48, 48),
         selection: Mode = "topk",
-        k: Union[int, float] = 0.25,
-        threshold: Optional[float] = None,
+        k: int | float = 0.25,
+        threshold: float | None = None,
         encoder_channels: Sequence[int] = (32, 64, 64),
         encoder_strides: Sequence[int] = (2, 2, 1),
-        encoder_kernels: Optional[Sequence[int]] = None,
+        encoder_kernels: Sequence[int] | None = None,
         embed_dim: int = 32,
         fusion_dim: int = 128,
         head_hidden: int = 128,
@@ -266,11 +267,11 @@ class HAN(AttentionModel):
     def targets(self, batch: VQABatch) -> Tensor:
         return batch.answer
 
-    def inputs(self, batch: VQABatch) -> Tuple[Tensor, Tensor, Tensor]:
+    def inputs(self, batch: VQABatch) -> tuple[Tensor, Tensor, Tensor]:
         return batch.image, batch.question, batch.length
 
     # --- the model ---------------------------------------------------------------------------
-    def encode(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+    def encode(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Fused cell features (B, N, C), row-major over the (H', W') grid, and the question vector (B, C)."""
         if self.hparams.blind:  # the question-only baseline: same model, nothing to see
             images = torch.zeros_like(images)
@@ -311,7 +312,7 @@ class HAN(AttentionModel):
         cells, q = self.encode(images, tokens, lengths)
         return self.answer(cells, q, self.choose(cells))  # (B, K)
 
-    def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
+    def loss_terms(self, batch: Any, stage: str) -> tuple[dict[str, Tensor], Tensor]:
         cells, q = self.encode(*self.inputs(batch))
         sel = self.choose(cells)
         logits = self.answer(cells, q, sel)

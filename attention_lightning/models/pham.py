@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Literal
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -49,11 +50,11 @@ class Rollout:
     logits: Tensor                 # (B, T, K) p(y | h_t) logits after each glimpse
     cells: Tensor                  # (B, T) attended cell per step (row-major index)
     maps: Tensor                   # (B, T, N) the policy's score map that chose each glimpse (EIG, or the random pmf)
-    nll: Optional[Tensor] = None   # (B,) observed-cell NLL summed over steps (when the ELBO is computed)
-    kl: Optional[Tensor] = None    # (B,) log q(z|h) - log p(z) summed over steps
+    nll: Tensor | None = None   # (B,) observed-cell NLL summed over steps (when the ELBO is computed)
+    kl: Tensor | None = None    # (B,) log q(z|h) - log p(z) summed over steps
 
 
-def _phase(phase: Phase) -> Union[int, str]:
+def _phase(phase: Phase) -> int | str:
     """The phase as an int, or "all" (a flag may spell the number as a string)."""
     return "all" if str(phase) == "all" else int(phase)
 
@@ -93,9 +94,9 @@ class PHAM(AttentionModel):
         self,
         num_classes: int = 10,
         in_channels: int = 3,
-        image_size: Union[int, Sequence[int]] = 32,
-        glimpse_size: Optional[int] = None,
-        glimpse_stride: Optional[int] = None,
+        image_size: int | Sequence[int] = 32,
+        glimpse_size: int | None = None,
+        glimpse_stride: int | None = None,
         steps: int = 7,
         eig_samples: int = 20,
         eig_samples_val: int = 4,
@@ -107,11 +108,11 @@ class PHAM(AttentionModel):
         flow_transforms: int = 4,
         flow_bins: int = 5,
         flow_hidden: Sequence[int] = (256, 256),
-        decoder_channels: Optional[int] = None,
+        decoder_channels: int | None = None,
         decoder_layers: int = 4,
         classifier_dropout: float = 0.5,
         phase: Phase = 1,
-        init_from: Optional[str] = None,
+        init_from: str | None = None,
         ccebal: float = 16.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -157,17 +158,17 @@ class PHAM(AttentionModel):
 
     # --- phases ------------------------------------------------------------------------------
     @classmethod
-    def stages(cls, model_kwargs: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    def stages(cls, model_kwargs: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """``--phase=all``: the runs experiment.fit makes in sequence, each started from the previous best."""
         if _phase(model_kwargs.get("phase", 1)) != "all":
             return super().stages(model_kwargs)
         return [(f"phase{k}", {"phase": k}) for k in PHASES]
 
-    def recognition(self) -> Tuple[nn.Module, ...]:
+    def recognition(self) -> tuple[nn.Module, ...]:
         """F, R and C: the modules phase 1 trains and phase 2 freezes."""
         return self.features, self.rnn, self.classifier
 
-    def train(self, mode: bool = True) -> "PHAM":
+    def train(self, mode: bool = True) -> PHAM:
         super().train(mode)
         if self.phase == 2:  # frozen F, R, C stay in eval mode (no dropout) while the Partial VAE trains
             for m in self.recognition():
@@ -178,7 +179,7 @@ class PHAM(AttentionModel):
         if stage == "fit" and self.hparams.init_from and not self._init_loaded:
             self.load_previous_phase(self.hparams.init_from)
 
-    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._init_loaded = True  # weights come from this model's own checkpoint, not from --init_from
 
     def load_previous_phase(self, path: str) -> None:
@@ -277,7 +278,7 @@ class PHAM(AttentionModel):
         return "random" if self.phase == 1 else "eig"
 
     # --- losses and metrics ------------------------------------------------------------------
-    def _terms(self, run: Rollout, labels: Tensor, stage: str) -> Dict[str, Tensor]:
+    def _terms(self, run: Rollout, labels: Tensor, stage: str) -> dict[str, Tensor]:
         k = run.logits.shape[-1]
         ce = F.cross_entropy(run.logits.reshape(-1, k).float(), labels.repeat_interleave(self.hparams.steps))  # mean over B, T
         if self.phase == 1:
@@ -289,7 +290,7 @@ class PHAM(AttentionModel):
             terms["ccebal_ce"] = self.hparams.ccebal * ce
         return terms
 
-    def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
+    def loss_terms(self, batch: Any, stage: str) -> tuple[dict[str, Tensor], Tensor]:
         images, labels = self.inputs(batch), self.targets(batch)
         samples = self.hparams.eig_samples_train if stage == "train" else self.eval_samples(stage)
         policy = "eig" if self.phase == 3 else "random"
@@ -303,7 +304,7 @@ class PHAM(AttentionModel):
         trainer = self._trainer
         return 1 if trainer is not None and trainer.sanity_checking else self.hparams.eig_samples_val
 
-    def _eval_step(self, batch: Any, stage: str) -> Dict[str, Tensor]:
+    def _eval_step(self, batch: Any, stage: str) -> dict[str, Tensor]:
         images, labels = self.inputs(batch), self.targets(batch)
         runs = {self.eval_policy: self.rollout(images, self.eval_policy, self.eval_samples(stage), elbo=self.phase != 1)}
         if self.phase != 1:
@@ -319,10 +320,10 @@ class PHAM(AttentionModel):
         self.log(f"{stage}/acc", acc, prog_bar=stage != "test", on_step=False, on_epoch=True)
         return {"loss": loss, "preds": main.logits[:, -1].detach().argmax(-1), "targets": labels}
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Dict[str, Tensor]:
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._eval_step(batch, "val")
 
-    def test_step(self, batch: Any, batch_idx: int) -> Dict[str, Tensor]:
+    def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._eval_step(batch, "test")
 
     def configure_optimizers(self):
@@ -340,5 +341,5 @@ class PHAM(AttentionModel):
             maps=run.maps.view(b, self.hparams.steps, gh, gw), views=views,
             labels=self.targets(batch),
             map_title="EIG" if self.eval_policy == "eig" else "random policy pmf",
-            map_extent=cell_extent(self.centers[:gw, 0], self.centers[::gw, 1]),  # map cells sit on glimpse centres
+            map_extent=cell_extent(self.centers[:gw, 0], self.centers[::gw, 1]),  # map cells sit on glimpse centers
         )

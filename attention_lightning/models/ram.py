@@ -40,7 +40,8 @@ reachable: ``--detach_policy=false --locator_hidden=0 --clamp=false --lr_decay=t
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Literal, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Literal, NamedTuple
+from collections.abc import Sequence
 
 import math
 
@@ -79,7 +80,7 @@ class Rollout(NamedTuple):
     means: Tensor      # (B, T, 2) the policy means they were drawn from (float32)
     log_pi: Tensor     # (B, T) log density of each location under its policy (float32)
     baselines: Tensor  # (B, T) b(h_{t-1}), the baseline of the action l_{t-1}
-    glimpses: Optional[Tensor]  # (B, T, D*C, g, g) when asked for
+    glimpses: Tensor | None  # (B, T, D*C, g, g) when asked for
 
 
 @register_model("ram", "Recurrent attention model: multi-scale glimpses, RNN core, REINFORCE with a baseline")
@@ -211,7 +212,7 @@ class RAM(AttentionModel):
                 log_pi = torch.where(loc <= -1.0, low, torch.where(loc >= 1.0, high, log_pi))
             return log_pi.sum(-1)  # (B,)
 
-    def random_location(self, b: int, h: Tensor, sample: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    def random_location(self, b: int, h: Tensor, sample: bool) -> tuple[Tensor, Tensor, Tensor]:
         """A location (B, 2) uniform on [-1, 1]^2 when sampling, else that distribution's mean (the image center);
         no parameter chooses it, so its log pi (B,) is 0 and it gets no policy gradient."""
         mean = h.new_zeros(b, 2, dtype=torch.float32)  # (B, 2)
@@ -224,7 +225,7 @@ class RAM(AttentionModel):
         return images if (mean, std) == (0.0, 1.0) else (images - mean) / std
 
     # --- one episode -----------------------------------------------------------------------------
-    def rollout(self, images: Tensor, sample: bool = True, locations: Optional[Tensor] = None,
+    def rollout(self, images: Tensor, sample: bool = True, locations: Tensor | None = None,
                 keep_glimpses: bool = False) -> Rollout:
         """Run T glimpses on (B, C, H, W) images; ``locations`` (B, T, 2) forces where to look (tests, analysis)."""
         b = images.shape[0]
@@ -271,7 +272,7 @@ class RAM(AttentionModel):
                 return (logits.argmax(-1) == labels).float()
             return logits.float().softmax(-1).gather(1, labels[:, None]).squeeze(1)
 
-    def episode_losses(self, run: Rollout, labels: Tensor) -> Dict[str, Tensor]:
+    def episode_losses(self, run: Rollout, labels: Tensor) -> dict[str, Tensor]:
         """CE on the final logits, MSE of the baselines to the reward, weighted REINFORCE."""
         final = run.logits[:, -1]  # (B, K)
         r = self.reward(final, labels)  # (B,)
@@ -285,7 +286,7 @@ class RAM(AttentionModel):
             "reinforce": self.hparams.reinforce_weight * reinforce,
         }
 
-    def loss_terms(self, batch: Any, stage: str) -> Tuple[Dict[str, Tensor], Tensor]:
+    def loss_terms(self, batch: Any, stage: str) -> tuple[dict[str, Tensor], Tensor]:
         images, labels = self.inputs(batch), self.targets(batch)
         if stage == "train":
             run = self.rollout(images, sample=True)

@@ -13,7 +13,7 @@ writes rather than every step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -41,11 +41,11 @@ class TrainLog:
     """Scalars of the current training step, and their batch-size-weighted sums over the epoch."""
 
     def __init__(self) -> None:
-        self.columns: Dict[Key, int] = {}
-        self.pending: List[Tuple[Key, Tensor, int | None]] = []
+        self.columns: dict[Key, int] = {}
+        self.pending: list[tuple[Key, Tensor, int | None]] = []
         self.sums: Tensor | None = None  # (columns,) sum of value x batch size over the epoch, on the device
-        self.weights: List[float] = []   # per column, the sum of batch sizes (host numbers: no device work)
-        self._index: Dict[Tuple[int, ...], Tensor] = {}
+        self.weights: list[float] = []   # per column, the sum of batch sizes (host numbers: no device work)
+        self._index: dict[tuple[int, ...], Tensor] = {}
 
     def add(self, key: Key, value: Tensor, batch_size: int | None) -> None:
         if value.requires_grad:

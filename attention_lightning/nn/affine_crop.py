@@ -1,8 +1,8 @@
 """Differentiable crop by an axis-aligned affine transform (the bilinear sampler of Spatial Transformer
 Networks, Jaderberg et al. 2015), restricted to translation and isotropic scale as DHAM uses it.
 
-A crop of centre (tx, ty) and half size s (all in [-1, 1] image coordinates, see ``coords``) maps output
-pixel centres onto the input square [tx - s, tx + s] x [ty - s, ty + s]; outside the image reads zero.
+A crop of center (tx, ty) and half size s (all in [-1, 1] image coordinates, see ``coords``) maps output
+pixel centers onto the input square [tx - s, tx + s] x [ty - s, ty + s]; outside the image reads zero.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import Tensor
 
 
 def crop_theta(center: Tensor, half: Tensor) -> Tensor:
-    """Affine matrices (B, 2, 3) [[s, 0, tx], [0, s, ty]] from centres (B, 2) and half sizes (B,) or (B, 2)."""
+    """Affine matrices (B, 2, 3) [[s, 0, tx], [0, s, ty]] from centers (B, 2) and half sizes (B,) or (B, 2)."""
     if half.dim() == 1:
         half = half.unsqueeze(1).expand(-1, 2)
     theta = center.new_zeros(center.shape[0], 2, 3)
@@ -22,7 +22,7 @@ def crop_theta(center: Tensor, half: Tensor) -> Tensor:
 
 
 def affine_crop(images: Tensor, center: Tensor, half: Tensor, out_size: int | tuple[int, int]) -> Tensor:
-    """Bilinear crop of (B, C, H, W) images to (B, C, h, w), differentiable in images, centre and size."""
+    """Bilinear crop of (B, C, H, W) images to (B, C, h, w), differentiable in images, center and size."""
     oh, ow = (out_size, out_size) if isinstance(out_size, int) else out_size
     b, c = images.shape[:2]
     theta = crop_theta(center, half).to(images.dtype)

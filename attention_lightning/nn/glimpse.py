@@ -1,19 +1,19 @@
 """The multi-scale glimpse sensor of the Recurrent Attention Model (Mnih, Heess, Graves, Kavukcuoglu,
 "Recurrent Models of Visual Attention", NIPS 2014, sec. 3 and Fig. 1A).
 
-A glimpse at location l = (x, y) in [-1, 1]^2 (image centre 0, see ``coords``) is ``depth`` square
-patches centred at l, patch i being ``size * scale**i`` pixels on a side, each reduced to
+A glimpse at location l = (x, y) in [-1, 1]^2 (image center 0, see ``coords``) is ``depth`` square
+patches centered at l, patch i being ``size * scale**i`` pixels on a side, each reduced to
 ``size x size`` cells by area averaging; outside the image reads zero.
 
 Exact definition. The image is a piecewise-constant function on the plane: pixel (r, c) covers
 [c, c + 1) x [r, r + 1) in pixel units and everything outside [0, W) x [0, H) is 0. Location l maps to
 the pixel-unit point (u, v) = ((x + 1) W / 2, (y + 1) H / 2), so -1 and +1 are the outer image edges
-(the ``align_corners=False`` convention). Patch i is the square of side s_i = size * scale**i centred
+(the ``align_corners=False`` convention). Patch i is the square of side s_i = size * scale**i centered
 at (u, v), cut into size x size cells of side s_i / size, and each output value is the integral of the
 image over its cell divided by the cell's area. A location that does not put cell edges on pixel edges
 (any real l is allowed) therefore weights each pixel by the fraction of it that the cell covers: no
 rounding and no point sampling, and the output is continuous in l. When the edges do fall on pixel
-edges it is the plain mean of the covered pixels (at depth 1 with a pixel-aligned centre, the image
+edges it is the plain mean of the covered pixels (at depth 1 with a pixel-aligned center, the image
 slice itself).
 
 Computation, local to each glimpse (cost independent of the image size). For scale i the patch's
@@ -31,7 +31,6 @@ totals are differenced. Differentiable w.r.t. the image (the gather's backward s
 from __future__ import annotations
 
 import math
-from typing import Tuple
 
 import torch
 import torch.nn as nn
@@ -52,7 +51,7 @@ def _check(size: int, depth: int, scale: float) -> None:
         raise ValueError(f"glimpse scale={scale} must be positive; use e.g. scale=2")
 
 
-def _window(start: Tensor, cell: float, size: int, extent: int) -> Tuple[Tensor, Tensor]:
+def _window(start: Tensor, cell: float, size: int, extent: int) -> tuple[Tensor, Tensor]:
     """Window offsets (B,) and cell weights (B, size, n) along one axis of ``extent`` pixels.
 
     ``size`` cells of width ``cell`` start at ``start`` (B,) (pixel units, float64). The patch touches
@@ -87,7 +86,7 @@ def glimpse(images: Tensor, loc: Tensor, size: int, depth: int = 1, scale: float
     with torch.autocast(device_type=images.device.type, enabled=False):
         flat = images.to(dtype).reshape(b, c, h * w)  # (B, C, H*W)
         loc = loc.double()
-        u = (loc[:, 0] + 1) * (w / 2)  # (B,) centre in pixel units
+        u = (loc[:, 0] + 1) * (w / 2)  # (B,) center in pixel units
         v = (loc[:, 1] + 1) * (h / 2)
         outs = []
         for side in patch_sides(size, depth, scale):
@@ -103,13 +102,13 @@ def glimpse(images: Tensor, loc: Tensor, size: int, depth: int = 1, scale: float
     return out.to(images.dtype)
 
 
-def glimpse_boxes(loc: Tensor, size: int, depth: int, scale: float, image_size: Tuple[int, int]) -> Tensor:
+def glimpse_boxes(loc: Tensor, size: int, depth: int, scale: float, image_size: tuple[int, int]) -> Tensor:
     """Boxes (..., depth, 4) as (x0, y0, x1, y1) in [-1, 1] coordinates of the patches at ``loc`` (..., 2)."""
     h, w = image_size
     sides = loc.new_tensor(patch_sides(size, depth, scale))  # (D,) pixels
     half = torch.stack([sides / w, sides / h], dim=-1)  # (D, 2) half side in normalized units (2 s / W / 2)
-    centre = loc.unsqueeze(-2)  # (..., 1, 2)
-    return torch.cat([centre - half, centre + half], dim=-1)  # (..., D, 4)
+    center = loc.unsqueeze(-2)  # (..., 1, 2)
+    return torch.cat([center - half, center + half], dim=-1)  # (..., D, 4)
 
 
 class GlimpseSensor(nn.Module):
@@ -123,7 +122,7 @@ class GlimpseSensor(nn.Module):
     def forward(self, images: Tensor, loc: Tensor) -> Tensor:
         return glimpse(images, loc, self.size, self.depth, self.scale)
 
-    def boxes(self, loc: Tensor, image_size: Tuple[int, int]) -> Tensor:
+    def boxes(self, loc: Tensor, image_size: tuple[int, int]) -> Tensor:
         """Patch boxes (..., depth, 4) in [-1, 1] coordinates for locations (..., 2)."""
         return glimpse_boxes(loc, self.size, self.depth, self.scale, image_size)
 

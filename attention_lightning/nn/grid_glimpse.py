@@ -4,12 +4,12 @@ A ``g x g`` glimpse slides over an ``H x W`` image with stride ``s``: cell (i, j
 ``i*s .. i*s+g-1`` and columns ``j*s .. j*s+g-1``; the grid has ``gh = (H-g)//s + 1`` rows and
 ``gw = (W-g)//s + 1`` columns, cells numbered row-major (``k = i*gw + j``). The paper's sizes follow from
 the image side: 32px -> 8x8 glimpses, stride 4, a 7x7 grid; 64px -> 16x16, stride 8, 7x7.
-Locations are in [-1, 1] image coordinates, (x, y) order, image centre at 0 (``coords.py``).
+Locations are in [-1, 1] image coordinates, (x, y) order, image center at 0 (``coords.py``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -19,7 +19,7 @@ from torch import Tensor
 class GlimpseGrid:
     """Geometry of a grid of ``size`` x ``size`` glimpses with stride ``stride`` on an image of ``image`` (H, W)."""
 
-    image: Tuple[int, int]
+    image: tuple[int, int]
     size: int
     stride: int
 
@@ -31,7 +31,7 @@ class GlimpseGrid:
             raise ValueError(f"glimpse_size={self.size} exceeds image {h}x{w}; use glimpse_size <= {min(h, w)}")
 
     @property
-    def shape(self) -> Tuple[int, int]:
+    def shape(self) -> tuple[int, int]:
         """Grid rows and columns (gh, gw)."""
         h, w = self.image
         return (h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1
@@ -42,10 +42,10 @@ class GlimpseGrid:
         return gh * gw
 
     def centers(self, device=None) -> Tensor:
-        """Cell centres (N, 2) as (x, y) in [-1, 1], row-major cell order."""
+        """Cell centers (N, 2) as (x, y) in [-1, 1], row-major cell order."""
         h, w = self.image
         gh, gw = self.shape
-        # the centre of a glimpse starting at pixel p is at pixel p + (g-1)/2, i.e. normalized (2p + g)/W - 1
+        # the center of a glimpse starting at pixel p is at pixel p + (g-1)/2, i.e. normalized (2p + g)/W - 1
         ys = (2 * torch.arange(gh, device=device) * self.stride + self.size) / h - 1  # (gh,)
         xs = (2 * torch.arange(gw, device=device) * self.stride + self.size) / w - 1  # (gw,)
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
@@ -59,8 +59,8 @@ class GlimpseGrid:
         return torch.cat([c - half, c + half], dim=-1)  # (N, 4)
 
 
-def grid_for(image_size: Union[int, Sequence[int]], glimpse_size: Optional[int] = None,
-             glimpse_stride: Optional[int] = None) -> GlimpseGrid:
+def grid_for(image_size: int | Sequence[int], glimpse_size: int | None = None,
+             glimpse_stride: int | None = None) -> GlimpseGrid:
     """The grid for an image side (or (H, W)); defaults: glimpse = side // 4, stride = glimpse // 2."""
     h, w = (image_size, image_size) if isinstance(image_size, int) else (int(image_size[0]), int(image_size[1]))
     size = int(glimpse_size) if glimpse_size is not None else max(1, min(h, w) // 4)

@@ -12,7 +12,7 @@ in float32 even under autocast.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -41,7 +41,7 @@ class FlowEncoder(nn.Module):
         self.flow = zuko.flows.NSF(latent, context=context, transforms=transforms, bins=bins,
                                    hidden_features=tuple(int(x) for x in flow_hidden))
 
-    def transform(self, eps: Tensor, context: Tensor) -> Tuple[Tensor, Tensor]:
+    def transform(self, eps: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
         """z = T(eps; context) and log |det dz/d eps|, for eps (..., Z) and context (..., Ctx), in float32."""
         with _float32(eps.device.type):
             return self.flow.transform(context.float()).call_and_ladj(eps.float())  # (..., Z), (...)
@@ -50,7 +50,7 @@ class FlowEncoder(nn.Module):
         """Standard normal noise (B, S, Z) for ``samples`` draws of z given h (B, H), in float32."""
         return torch.randn(h.shape[0], samples, self.latent, device=h.device)
 
-    def forward(self, h: Tensor, samples: int, noise: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor, samples: int, noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``samples`` draws z (B, S, Z) from q(z | h) for h (B, H), with log q(z | h) (B, S), in float32.
 
         ``noise`` (B, S, Z), when given, is the standard normal draw to push through q (else a fresh one), so
@@ -75,7 +75,7 @@ class FlowEncoder(nn.Module):
 class FeatureDecoder(nn.Module):
     """D: z (..., Z) -> synthesized content features of all cells (..., N, F), through a (gh, gw) feature map."""
 
-    def __init__(self, latent: int, features: int, grid: Tuple[int, int], channels: int, layers: int) -> None:
+    def __init__(self, latent: int, features: int, grid: tuple[int, int], channels: int, layers: int) -> None:
         super().__init__()
         self.grid, self.channels, self.features = tuple(grid), channels, features
         gh, gw = self.grid
@@ -99,7 +99,7 @@ class FeatureDecoder(nn.Module):
 class PartialVAE(nn.Module):
     """Encoder S (flow), decoder D and the observed-cells ELBO."""
 
-    def __init__(self, hidden: int, latent: int, features: int, grid: Tuple[int, int], transforms: int = 4,
+    def __init__(self, hidden: int, latent: int, features: int, grid: tuple[int, int], transforms: int = 4,
                  bins: int = 8, flow_hidden: Sequence[int] = (256, 256), decoder_channels: int = 128,
                  decoder_layers: int = 3) -> None:
         super().__init__()
@@ -108,7 +108,7 @@ class PartialVAE(nn.Module):
         self.decoder = FeatureDecoder(latent, features, grid, decoder_channels, decoder_layers)
         self.log_var = nn.Parameter(torch.zeros(()))  # the likelihood's shared log-variance
 
-    def forward(self, h: Tensor, samples: int, noise: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    def forward(self, h: Tensor, samples: int, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Synthesized features (B, S, N, F) of all cells from S samples z (B, S, Z) of q(z | h), and log q (B, S).
 
         ``noise`` (B, S, Z): the standard normal draw behind z (``FlowEncoder.forward``); fresh when None.
@@ -117,7 +117,7 @@ class PartialVAE(nn.Module):
         return self.decoder(z.to(h.dtype)), z, log_q
 
     def negative_elbo(self, synth: Tensor, z: Tensor, log_q: Tensor, seen: Tensor, cells: Tensor,
-                      observed: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                      observed: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Per-image Monte-Carlo terms (B,) of -ELBO: the observed cells' NLL and log q(z|h) - log p(z).
 
         ``synth`` (B, S, N, F) synthesized features, ``seen`` (B, t, F) the true content features of the
@@ -137,7 +137,7 @@ class PartialVAE(nn.Module):
             kl = (log_q - log_prior).mean(1)                                           # (B,)
         return nll, kl
 
-    def negative_elbo_steps(self, h: Tensor, noise: List[Tensor], seen: Tensor, cells: Tensor) -> Tuple[Tensor, Tensor]:
+    def negative_elbo_steps(self, h: Tensor, noise: list[Tensor], seen: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
         """The -ELBO terms (B,) of a whole episode, summed over its T steps, in one pass per sample count.
 
         Step t draws z from q(z | ``h[:, t]``) with the standard normal ``noise[t]`` (B, S_t, Z), and its

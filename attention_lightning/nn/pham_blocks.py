@@ -8,7 +8,7 @@ lookahead scores every (z sample, cell) pair in one batched call.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn

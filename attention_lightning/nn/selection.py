@@ -18,7 +18,7 @@ batch's largest count back (one device sync and one graph break per call), or pa
 """
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, Optional, Tuple, Union, get_args
+from typing import Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
@@ -30,7 +30,7 @@ SELECTIONS = get_args(Mode)
 class Selection(NamedTuple):
     mask: Tensor     # (B, N) bool, the cells that reach the answer head
     weights: Tensor  # (B, N) float, each cell's weight in the head: 1/0 for hard modes, softmax for soft
-    count: Optional[int] = None  # the number of cells every example keeps, where the method fixes it (top-k)
+    count: int | None = None  # the number of cells every example keeps, where the method fixes it (top-k)
 
 
 def presence(cells: Tensor) -> Tensor:
@@ -38,7 +38,7 @@ def presence(cells: Tensor) -> Tensor:
     return cells.float().norm(dim=-1)
 
 
-def resolve_k(k: Union[int, float], num_cells: int) -> int:
+def resolve_k(k: int | float, num_cells: int) -> int:
     """The number of cells kept: an int k as is, a float in (0, 1] as that fraction of ``num_cells`` (at least 1)."""
     if isinstance(k, bool) or not isinstance(k, (int, float)):
         raise ValueError(f"k={k!r} must be a cell count (int >= 1) or a fraction of cells (float in (0, 1])")
@@ -55,7 +55,7 @@ def resolve_k(k: Union[int, float], num_cells: int) -> int:
     return k
 
 
-def topk_select(scores: Tensor, k: int) -> Tuple[Tensor, Tensor]:
+def topk_select(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Indices (B, k) of the k largest scores per row of (B, N), in decreasing order, and the mask (B, N)."""
     if not 1 <= k <= scores.shape[1]:
         raise ValueError(f"k={k} must be between 1 and the {scores.shape[1]} cells of the grid")
@@ -64,7 +64,7 @@ def topk_select(scores: Tensor, k: int) -> Tuple[Tensor, Tensor]:
     return idx, mask
 
 
-def adaptive_select(scores: Tensor, threshold: Optional[float] = None) -> Tensor:
+def adaptive_select(scores: Tensor, threshold: float | None = None) -> Tensor:
     """Mask (B, N) of cells whose softmax over the row exceeds ``threshold`` (default 1/N).
 
     The cell of largest score is always kept, so no example is left with nothing (with equal scores
@@ -79,7 +79,7 @@ def adaptive_select(scores: Tensor, threshold: Optional[float] = None) -> Tensor
     return mask.scatter(1, scores.argmax(dim=1, keepdim=True), True)
 
 
-def select(scores: Tensor, mode: Mode, k: Optional[int] = None, threshold: Optional[float] = None) -> Selection:
+def select(scores: Tensor, mode: Mode, k: int | None = None, threshold: float | None = None) -> Selection:
     """The selection of ``mode`` (topk | adaptive | soft | none) over presence ``scores`` (B, N)."""
     if mode == "topk":
         if k is None:
@@ -96,7 +96,7 @@ def select(scores: Tensor, mode: Mode, k: Optional[int] = None, threshold: Optio
     raise ValueError(f"mode={mode!r} is not supported; use one of {', '.join(SELECTIONS)}")
 
 
-def pack_cells(cells: Tensor, mask: Tensor, max_count: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
+def pack_cells(cells: Tensor, mask: Tensor, max_count: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Selected cells moved to the front: (B, N, D), (B, N) -> cells (B, M, D), valid (B, M), indices (B, M).
 
     M is ``max_count`` if given (at least every row's count: e.g. ``Selection.count``, or N), else the

@@ -19,7 +19,7 @@ from .coords import pixel_centers
 class PmfMoments(NamedTuple):
     pmf: Tensor     # (B, H, W), sums to 1 per image
     center: Tensor  # (B, 2) expected (x, y)
-    spread: Tensor  # (B,) expected L1 or L2 distance from the centre
+    spread: Tensor  # (B,) expected L1 or L2 distance from the center
 
 
 def spatial_softmax(logits: Tensor) -> Tensor:
@@ -48,7 +48,7 @@ def pmf_moments(
     if norm == "l1":
         dist = dx.abs() + dy.abs()  # (B, H, W)
     else:
-        # eps inside the root keeps the gradient finite where a cell sits exactly on the centre
+        # eps inside the root keeps the gradient finite where a cell sits exactly on the center
         dist = torch.sqrt(dx.square() + dy.square() + eps)  # (B, H, W)
     spread = (pmf * dist).flatten(1).sum(dim=1)  # (B,)
     return PmfMoments(pmf, torch.stack([tx, ty], dim=1), spread)

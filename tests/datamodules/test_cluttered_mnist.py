@@ -146,3 +146,14 @@ def test_auto_falls_back_to_embedded_loudly_and_mnist_mode_fails_clearly(tmp_pat
 def test_digit_source_is_recorded_in_hyperparameters():
     dm = make(variant="translated")
     assert dm.hparams["digit_source"].startswith("embedded (5000 digits")
+
+
+def test_a_small_test_split_sees_every_class():
+    # the embedded digits are stored class by class: the first 50 of them in file order are all zeros
+    dm = ClutteredMNIST(variant="translated", digits="embedded", train_size=8, val_size=8, test_size=50)
+    dm.setup()
+    labels = torch.as_tensor(dm.test_set.labels[:50])  # item i shows digit i (mod the digit count)
+    assert len(dm.test_set) == 50 and labels.unique().numel() == 10
+    full = ClutteredMNIST(variant="translated", digits="embedded", train_size=8, val_size=8)
+    full.setup()
+    assert torch.as_tensor(full.test_set.labels).bincount().tolist() == [100] * 10  # the same digits, reordered

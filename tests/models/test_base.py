@@ -47,7 +47,7 @@ def test_every_constructor_argument_is_a_hyperparameter():
 
 
 def test_literal_choices_are_checked_at_construction():
-    assert choices(Literal["x", 1]) == ("x", 1) and choices(Optional[Literal["y"]]) == ("y",) and choices(int) == ()
+    assert choices(Literal["x", 1]) == ("x", 1) and choices(Optional[Literal["y"]]) == ("y",) and choices(int) == ()  # noqa: UP045 (the typing form users may write)
     with pytest.raises(ValueError, match=r"^--mode='c' is not supported; use one of a, b$"):
         Toy(mode="c")
 

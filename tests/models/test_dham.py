@@ -69,7 +69,7 @@ def test_attention_interface_shapes():
 def toy_batch(n: int, canvas: int = 32, patch: int = 8, generator=None):
     """Class 0: an 8x8 patch with its top half lit, class 1: left half lit, at a random place on a black canvas.
 
-    Returns images, labels and the patch centres in [-1, 1] coordinates.
+    Returns images, labels and the patch centers in [-1, 1] coordinates.
     """
     y = torch.randint(0, 2, (n,), generator=generator)
     patterns = torch.zeros(2, patch, patch)
@@ -80,8 +80,8 @@ def toy_batch(n: int, canvas: int = 32, patch: int = 8, generator=None):
     rows = xy[:, 1, None, None] + torch.arange(patch)[None, :, None]  # (n, patch, 1)
     cols = xy[:, 0, None, None] + torch.arange(patch)[None, None, :]  # (n, 1, patch)
     images[torch.arange(n)[:, None, None], 0, rows, cols] = patterns[y]
-    centres = (2 * xy.float() + patch) / canvas - 1  # (n, 2)
-    return images, y, centres
+    centers = (2 * xy.float() + patch) / canvas - 1  # (n, 2)
+    return images, y, centers
 
 
 def test_dham_learns_a_toy_task():
@@ -113,12 +113,12 @@ def test_pooled_head_lands_on_the_bright_block(pool, stride):
     delta_head(model)
     assert model.head.stride == stride * pool
     h, w = 48, 64
-    # pooled pixel (7*stride, 11*stride) is the lit pool x pool block; its cell sits on its centre pixel
+    # pooled pixel (7*stride, 11*stride) is the lit pool x pool block; its cell sits on its center pixel
     r0, c0 = 7 * stride * pool, 11 * stride * pool
     images = torch.zeros(1, 1, h, w)
     images[0, 0, r0:r0 + pool, c0:c0 + pool] = 1.0
     moments, _ = model.locate(images)
-    row, col = r0 + (pool - 1) / 2, c0 + (pool - 1) / 2  # centre of the block in pixel units
+    row, col = r0 + (pool - 1) / 2, c0 + (pool - 1) / 2  # center of the block in pixel units
     assert moments.center[0, 0].item() == pytest.approx((2 * col + 1) / w - 1, abs=1e-4)
     assert moments.center[0, 1].item() == pytest.approx((2 * row + 1) / h - 1, abs=1e-4)
     with pytest.raises(ValueError, match="--head_pool"):

@@ -134,9 +134,9 @@ def test_attention_shapes():
     att = model.attention((x, y))
     assert att.probs.shape == (8, 3, 3) and torch.allclose(att.probs.sum(-1), torch.ones(8, 3))
     assert att.boxes.shape == (8, 3, 3, 4) and att.views.shape == (8, 3, 1, 4, 4)
-    # every scale's box is centred on the greedy location and grows by the scale factor
-    centre = (att.boxes[..., :2] + att.boxes[..., 2:]) / 2
-    assert torch.allclose(centre[:, :, 0], centre[:, :, 2], atol=1e-6)
+    # every scale's box is centered on the greedy location and grows by the scale factor
+    center = (att.boxes[..., :2] + att.boxes[..., 2:]) / 2
+    assert torch.allclose(center[:, :, 0], center[:, :, 2], atol=1e-6)
     width = att.boxes[..., 2] - att.boxes[..., 0]
     assert torch.allclose(width[..., 1] / width[..., 0], torch.full((8, 3), 1.5))
 
@@ -186,7 +186,7 @@ def test_reinforce_learns_where_to_look(setting):
     random_acc, _ = train_toy(RandomLocations(reinforce_weight=0.0, **kw), 150, seed=0)
     assert learned_acc > 0.9, (learned_acc, random_acc)
     assert learned_acc > random_acc + 0.15, (learned_acc, random_acc)
-    # the block's centre is pixel point (12, 5): (x, y) = (0.5, -0.375); some glimpse goes there
+    # the block's center is pixel point (12, 5): (x, y) = (0.5, -0.375); some glimpse goes there
     target = torch.tensor([0.5, -0.375])
     assert (locs - target).norm(dim=-1).min(dim=1).values.median() < 0.25
 

@@ -4,7 +4,7 @@ from attention_lightning.nn.affine_crop import affine_crop
 
 
 def aligned(a: int, side: int, full: int) -> float:
-    """Centre in [-1, 1] of a ``side``-pixel window starting at pixel ``a`` of a ``full``-pixel axis."""
+    """Center in [-1, 1] of a ``side``-pixel window starting at pixel ``a`` of a ``full``-pixel axis."""
     return (2 * a + side) / full - 1
 
 
@@ -26,7 +26,7 @@ def test_square_crop_with_scalar_half_on_square_image():
     assert torch.allclose(out[0, 0], images[0, 0, 10:38, 50:78], atol=2e-5)
 
 
-def test_outside_reads_zero_and_gradients_reach_centre_and_size():
+def test_outside_reads_zero_and_gradients_reach_center_and_size():
     images = torch.rand(1, 1, 16, 16)
     far = affine_crop(images, torch.tensor([[3.0, 3.0]]), torch.tensor([0.2]), 4)
     assert far.abs().max() == 0

@@ -66,7 +66,7 @@ def test_large_image_precision_float32():
 def test_aligned_depth1_is_the_image_slice():
     torch.manual_seed(0)
     images = torch.rand(2, 3, 10, 12)
-    # a 4x4 patch covering rows 2..5 and columns 6..9 has its centre at pixel point (u, v) = (8, 4)
+    # a 4x4 patch covering rows 2..5 and columns 6..9 has its center at pixel point (u, v) = (8, 4)
     loc = torch.tensor([[8 / 12 * 2 - 1, 4 / 10 * 2 - 1]]).expand(2, 2)
     out = glimpse(images, loc, size=4, depth=1)
     assert torch.allclose(out, images[:, :, 2:6, 6:10], atol=1e-6)
@@ -75,14 +75,14 @@ def test_aligned_depth1_is_the_image_slice():
 def test_aligned_second_scale_is_the_pooled_slice():
     torch.manual_seed(0)
     images = torch.rand(1, 1, 16, 16)
-    loc = torch.zeros(1, 2)  # centre (8, 8): the 8x8 patch is rows/cols 4..11, each cell a 2x2 mean
+    loc = torch.zeros(1, 2)  # center (8, 8): the 8x8 patch is rows/cols 4..11, each cell a 2x2 mean
     out = glimpse(images, loc, size=4, depth=2, scale=2.0)
     assert torch.allclose(out[:, :1], images[:, :, 6:10, 6:10], atol=1e-6)
     assert torch.allclose(out[:, 1:], F.avg_pool2d(images[:, :, 4:12, 4:12], 2), atol=1e-6)
 
 
 def test_half_pixel_shift_averages_neighbours():
-    # a 1x1 glimpse centred on the edge between pixels 0 and 1 of row 0 (cell [0.5, 1.5] x [0, 1])
+    # a 1x1 glimpse centered on the edge between pixels 0 and 1 of row 0 (cell [0.5, 1.5] x [0, 1])
     images = torch.tensor([[[[1.0, 3.0, 7.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]])
     loc = torch.tensor([[1.0 / 3 * 2 - 1, 0.5 / 3 * 2 - 1]])
     assert glimpse(images, loc, 1).item() == pytest.approx(0.5 * 1 + 0.5 * 3)
@@ -90,7 +90,7 @@ def test_half_pixel_shift_averages_neighbours():
 
 def test_outside_reads_zero():
     images = torch.ones(1, 1, 8, 8)
-    # centred on the top-left corner: a 4x4 patch has its bottom-right 2x2 quadrant inside
+    # centered on the top-left corner: a 4x4 patch has its bottom-right 2x2 quadrant inside
     out = glimpse(images, torch.tensor([[-1.0, -1.0]]), 4)[0, 0]
     expected = torch.zeros(4, 4)
     expected[2:, 2:] = 1
@@ -166,16 +166,16 @@ def test_patch_larger_than_the_image_on_every_side():
     loc = torch.tensor([[0.1, -0.2], [0.95, 0.9], [-1.3, 0.4]])
     out = glimpse(images, loc, 5, 3, 3.0)
     assert torch.allclose(out.double(), naive_glimpse(images, loc, 5, 3, 3.0), atol=1e-6, rtol=0)
-    # centred at (4.5, 3.5), the middle 9-px cell of the 45-px patch is [0, 9] x [-1, 8]: the whole image
-    centred = glimpse(images, torch.zeros(3, 2), 5, 3, 3.0)  # (3, 3, 5, 5)
-    assert torch.allclose(centred[:, 2, 2, 2], images.sum((1, 2, 3)) / 81)
+    # centered at (4.5, 3.5), the middle 9-px cell of the 45-px patch is [0, 9] x [-1, 8]: the whole image
+    centered = glimpse(images, torch.zeros(3, 2), 5, 3, 3.0)  # (3, 3, 5, 5)
+    assert torch.allclose(centered[:, 2, 2, 2], images.sum((1, 2, 3)) / 81)
 
 
 def test_gradient_reaches_the_location_between_kinks():
-    # the output is piecewise linear in the centre; away from a kink the location gradient is exact
+    # the output is piecewise linear in the center; away from a kink the location gradient is exact
     torch.manual_seed(5)
     images = torch.rand(2, 1, 16, 16, dtype=torch.float64)
-    # integer cell widths (1, 2) and centres 0.37 / 0.61 px off the pixel grid: no edge crosses a pixel edge
+    # integer cell widths (1, 2) and centers 0.37 / 0.61 px off the pixel grid: no edge crosses a pixel edge
     loc = ((torch.tensor([[6.37, 9.61], [3.61, 11.37]], dtype=torch.float64) / 8) - 1).requires_grad_()
     assert torch.autograd.gradcheck(lambda l: glimpse(images, l, 3, 2, 2.0), (loc,), eps=1e-7)
     glimpse(images, loc, 3, 2, 2.0).sum().backward()

@@ -34,7 +34,7 @@ def test_all_glimpses_equal_slicing(h, w, g, s):
 def test_glimpses_at_chosen_cells_equal_slicing():
     images = torch.randn(4, 3, 32, 32)
     grid = grid_for(32)
-    cells = torch.tensor([0, 6, 42, 24])  # top-left, top-right, bottom-left, centre
+    cells = torch.tensor([0, 6, 42, 24])  # top-left, top-right, bottom-left, center
     out = glimpses_at(images, cells, grid)
     assert out.shape == (4, 3, 8, 8)
     for b, k in enumerate(cells.tolist()):
@@ -42,10 +42,10 @@ def test_glimpses_at_chosen_cells_equal_slicing():
         torch.testing.assert_close(out[b], images[b, :, 4 * i:4 * i + 8, 4 * j:4 * j + 8], rtol=0, atol=0)
 
 
-def test_centres_and_boxes_follow_the_pixel_convention():
+def test_centers_and_boxes_follow_the_pixel_convention():
     grid = grid_for(32)
     centers, boxes = grid.centers(), grid.boxes()
-    # cell (row 1, col 2) covers rows 4..11 and columns 8..15: its centre is the mean of those pixel centres
+    # cell (row 1, col 2) covers rows 4..11 and columns 8..15: its center is the mean of those pixel centers
     px = pixel_centers(32)
     k = 1 * 7 + 2
     assert centers[k, 0].item() == pytest.approx(px[8:16].mean().item(), abs=1e-6)

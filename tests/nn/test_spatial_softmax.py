@@ -25,7 +25,7 @@ def test_softmax_is_a_pmf_over_positions():
 
 
 def test_moments_of_hand_built_pmf():
-    # 2x2 map on a 2x2 image: centres at -0.5 and 0.5; mass 0.5 on (x=-.5, y=-.5) and 0.5 on (x=.5, y=.5)
+    # 2x2 map on a 2x2 image: centers at -0.5 and 0.5; mass 0.5 on (x=-.5, y=-.5) and 0.5 on (x=.5, y=.5)
     pmf = torch.tensor([[[0.5, 0.0], [0.0, 0.5]]])
     xs = ys = pixel_centers(2)
     l1 = pmf_moments(pmf, xs, ys, "l1")
