@@ -94,7 +94,9 @@ class Method:
 RAM_PRESETS = {"translated60": "ram_translated60", "cluttered60": "ram_cluttered60",
                "cluttered100": "ram_cluttered100", "dham120": "ram_cluttered100", "rgb32": "ram_mnist"}
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("cnn", "cnn", IMAGE_TASKS),
+    Method("cnn", "cnn", IMAGE_TASKS, presets={"translated60": "cnn_cluttered60", "cluttered60": "cnn_cluttered60",
+                                               "cluttered100": "cnn_cluttered60", "dham120": "cnn_mnist120",
+                                               "rgb32": "cnn_cifar10"}),
     Method("dham", "dham", IMAGE_TASKS, presets={t: "dham_mnist120" for t in IMAGE_TASKS}),
     Method("ram", "ram", IMAGE_TASKS, presets=RAM_PRESETS),
     Method("ram_random", "ram", IMAGE_TASKS, flags={"location_policy": "random"}, presets=RAM_PRESETS),
@@ -135,7 +137,7 @@ BUDGETS = {
 
 # the smallest sizes of each model, for --budget=smoke
 SMALL: dict[str, dict[str, Any]] = {
-    "cnn": {"channels": [4, 8], "hidden": 16},
+    "cnn": {"conv_channels": [4, 8], "hidden": 16},
     "dham": {"head_channels": [4], "classifier_channels": [4, 8], "classifier_hidden": 16},
     "ram": {"glimpse_hidden": 16, "location_hidden": 16, "hidden_size": 32, "mc_samples": 2},
     "pham": {"feature_size": 16, "hidden_size": 32, "latent_size": 8, "glimpse_channels": [8, 8, 8],
