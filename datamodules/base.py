@@ -10,10 +10,27 @@ from typing import Any, Literal, get_args, get_origin
 from collections.abc import Mapping
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from attention_lightning.facts import DataFacts
 from attention_lightning.flags import conforms, parameters
+
+
+class ShardSampler(DistributedSampler):
+    """This rank's share of an evaluation split, in order and without padding: rank r of R reads items
+    r, r + R, r + 2R, ... so every item is counted once in the run (DistributedSampler repeats items to give
+    every rank as many; a DistributedSampler subclass, so Lightning keeps it)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        super().__init__(dataset, shuffle=False, drop_last=False)
+        self.indices = list(range(self.rank, len(dataset), self.num_replicas))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 class DatasetError(ValueError):
@@ -94,10 +111,12 @@ class BaseDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset | None, shuffle: bool, collate_fn=None) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for a dataloader")
+        # under DDP an evaluation split is sharded without padding, so each item is counted exactly once
+        shard = not shuffle and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         return DataLoader(
             dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0, collate_fn=collate_fn,
-            drop_last=False,
+            drop_last=False, sampler=ShardSampler(dataset) if shard else None,
         )
 
     def train_dataloader(self) -> DataLoader:

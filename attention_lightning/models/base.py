@@ -163,6 +163,11 @@ class AttentionModel(pl.LightningModule):
             if key.on_step or key.on_epoch:
                 self.train_log.add(key, value, kwargs.get("batch_size"))
             return
+        if (self._trainer is not None and self._trainer.world_size > 1 and isinstance(value, Tensor)
+                and self._current_fx_name != "training_step" and "sync_dist" not in kwargs):
+            # an epoch value of one rank is not the run's: reduce it over ranks (torchmetrics objects sync
+            # themselves; a value computed from a synced metric is the same on every rank, so its mean is too)
+            kwargs["sync_dist"] = True
         super().log(name, value, prog_bar, logger, on_step, on_epoch, *args, **kwargs)
 
     def configure_callbacks(self) -> list[pl.Callback]:

@@ -96,13 +96,16 @@ class TrainLog:
         if self.sums is None:
             return
         means = self.sums / self.sums.new_tensor([max(w, 1.0) for w in self.weights])  # (columns,)
+        trainer = module._trainer
+        sync = trainer is not None and trainer.world_size > 1  # the run's epoch mean: the mean over ranks
         for key, col in self.columns.items():
             if key.on_epoch and self.weights[col] > 0:
                 pl.LightningModule.log(module, key.epoch_name(), means[col], prog_bar=key.prog_bar,
-                                       logger=key.logger, on_step=False, on_epoch=True, batch_size=1)
+                                       logger=key.logger, on_step=False, on_epoch=True, batch_size=1,
+                                       sync_dist=sync)
                 if key.on_step:  # after the epoch, Lightning's plain name holds the epoch value
                     pl.LightningModule.log(module, key.name, means[col], logger=False, on_step=False, on_epoch=True,
-                                           batch_size=1)
+                                           batch_size=1, sync_dist=sync)
         self.sums = None
         self.weights = [0.0] * len(self.weights)
 
