@@ -130,7 +130,7 @@ class Budget:
 BUDGETS = {
     "smoke": Budget("smoke", steps=3, batch_size=8, validations=1, val_size=16, test_size=32, seeds=(0, 1),
                     small_models=True),
-    "cpu": Budget("cpu", steps=300, batch_size=64, validations=3, val_size=500, test_size=1000, seeds=(0, 1, 2)),
+    "cpu": Budget("cpu", steps=150, batch_size=64, validations=3, val_size=500, test_size=1000, seeds=(0, 1, 2)),
     "paper": Budget("paper", steps=100_000, batch_size=128, validations=50, val_size=5000, test_size=10000,
                     seeds=(0, 1, 2)),
 }
