@@ -325,6 +325,10 @@ def run_cell(flags: dict[str, Any], logger: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     summary = experiment.fit({**flags, "logger": logger}, extra_callbacks=[timer])
     wall = time.perf_counter() - t0
+    if logger == "wandb":  # one wandb run per cell: close it before the next cell (or the summary) starts
+        import wandb
+
+        wandb.finish()
     ckpt = summary.get("best_checkpoint") or summary.get("last_checkpoint")
     profile = inference_profile(ckpt, flags["model"], flags)
     cuda = torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0
@@ -536,8 +540,9 @@ def log_summary_to_wandb(table: list[dict[str, Any]], plots: list[Path], budget:
     """A summary run: the table as a ``wandb.Table`` and the plots as images (cells are runs of their own)."""
     import wandb
 
+    wandb.finish()  # no cell's run may take the summary
     run = wandb.init(project="attention-lightning", name=f"leaderboard-{budget.name}", job_type="leaderboard",
-                     config={"budget": budget.__dict__})
+                     group="leaderboard", config={"budget": budget.__dict__})
     cols = ["task", "method", "seeds", "acc", "acc_se", "pixels_seen", "macs_per_image", "train_images_per_s",
             "test_images_per_s", "peak_mem_mb", "images_seen", "command"]
     run.log({"leaderboard/table": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in table]),

@@ -105,3 +105,21 @@ def test_smoke_grid_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert printed.count("done earlier") == len(cells) - 1
     assert removed.is_file() and json.loads(removed.read_text())["command"] == first["command"]
     assert sorted(p.name for p in (out / "runs").iterdir()) == runs_before
+
+
+@pytest.mark.slow
+def test_wandb_logging_gives_a_run_per_cell_and_a_summary_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "summary"))
+    (tmp_path / "summary").mkdir()
+    out = tmp_path / "lb"
+    assert lb.main(["--budget=smoke", "--isolate=false", "--tasks=translated60", "--methods=ram", "--logger=wandb",
+                    f"--out={out}"]) == 0
+    cell_runs = sorted((out / "runs").glob("*/version_0/wandb/offline-run-*/*.wandb"))
+    assert len(cell_runs) == len(lb.BUDGETS["smoke"].seeds)  # one run per cell, none shared
+    summary = list((tmp_path / "summary").glob("wandb/offline-run-*"))
+    assert len(summary) == 1
+    assert list(summary[0].glob("files/media/table/leaderboard/*.table.json"))
+    assert len(list(summary[0].glob("files/media/images/leaderboard/*.png"))) == 2
