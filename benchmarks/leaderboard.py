@@ -13,6 +13,8 @@ measured the same way. Results go to ``--out``:
     python benchmarks/leaderboard.py --budget=cpu --tasks=translated60,rgb32
     python benchmarks/leaderboard.py --budget=paper --accelerator=gpu --devices=4 --precision=bf16-mixed
     python benchmarks/leaderboard.py --budget=cpu --logger=wandb          # one wandb run per cell + a summary
+    srun python benchmarks/leaderboard.py --budget=paper --isolate=false --accelerator=gpu --devices=4 \
+        --num_nodes=2 --strategy=ddp        # inside a SLURM allocation: every cell trains on all its GPUs
 
 Methods: ``cnn`` (full image, every pixel), ``dham``, ``ram``, ``ram_random`` (RAM's sensor and core with
 random locations, no policy learning), ``pham`` (one trained model, tested with its EIG policy ``pham_eig``
@@ -352,9 +354,14 @@ def cell_id(task: str, method: str, seed: int) -> str:
 
 def write_json(path: Path, data: Any) -> None:
     """Atomically: a killed run leaves the old file or the new one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, default=str))
     os.replace(tmp, path)
+
+
+def global_rank() -> int:
+    """This process's rank in a multi-process launch (srun, torchrun), else 0."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
 def run_grid(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -394,7 +401,8 @@ def run_grid(args: argparse.Namespace) -> list[dict[str, Any]]:
                   "steps": flags["max_steps"] * (3 if method.model == "pham" else 1),
                   "batch_size": budget.batch_size, "command": command_line(flags),
                   "data": flags["data"], **result}
-        write_json(path, record)
+        if global_rank() == 0:  # every rank trained the cell; one writes it
+            write_json(path, record)
         records.append(record)
     return records
 
@@ -565,13 +573,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.add_argument(f"--{name}", default=None, type=int if name in ("devices", "num_nodes") else str)
     ap.add_argument("--_cell", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    os.environ.setdefault("ATTENTION_LIGHTNING_OFFLINE", "1")
     if args._cell:  # a child process running one cell: print its result as the last line
         print(json.dumps(run_cell(json.loads(args._cell), args.logger), default=str))
         return 0
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"leaderboard-{args.budget}")
     budget = BUDGETS[args.budget]
     records = run_grid(args)
+    if global_rank() != 0:
+        return 0
     table = summarize(records)
     out = Path(args.out)
     write_tables(table, out, budget)
