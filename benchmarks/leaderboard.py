@@ -544,13 +544,13 @@ def write_plots(table: list[dict[str, Any]], out: Path) -> list[Path]:
     return paths
 
 
-def log_summary_to_wandb(table: list[dict[str, Any]], plots: list[Path], budget: Budget) -> None:
+def log_summary_to_wandb(table: list[dict[str, Any]], plots: list[Path], budget: Budget, out: Path) -> None:
     """A summary run: the table as a ``wandb.Table`` and the plots as images (cells are runs of their own)."""
     import wandb
 
     wandb.finish()  # no cell's run may take the summary
     run = wandb.init(project="attention-lightning", name=f"leaderboard-{budget.name}", job_type="leaderboard",
-                     group="leaderboard", config={"budget": budget.__dict__})
+                     group="leaderboard", config={"budget": budget.__dict__}, dir=str(out))
     cols = ["task", "method", "seeds", "acc", "acc_se", "pixels_seen", "macs_per_image", "train_images_per_s",
             "test_images_per_s", "peak_mem_mb", "images_seen", "command"]
     run.log({"leaderboard/table": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in table]),
@@ -586,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_tables(table, out, budget)
     plots = write_plots(table, out)
     if args.logger == "wandb":
-        log_summary_to_wandb(table, plots, budget)
+        log_summary_to_wandb(table, plots, budget, out)
     print((out / "leaderboard.md").read_text())
     print(f"wrote {out / 'leaderboard.md'}, {out / 'leaderboard.csv'}, {', '.join(str(p) for p in plots)}")
     return 0

@@ -112,14 +112,12 @@ def test_wandb_logging_gives_a_run_per_cell_and_a_summary_run(tmp_path, monkeypa
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "summary"))
-    (tmp_path / "summary").mkdir()
     out = tmp_path / "lb"
     assert lb.main(["--budget=smoke", "--isolate=false", "--tasks=translated60", "--methods=ram", "--logger=wandb",
                     f"--out={out}"]) == 0
     cell_runs = sorted((out / "runs").glob("*/version_0/wandb/offline-run-*/*.wandb"))
     assert len(cell_runs) == len(lb.BUDGETS["smoke"].seeds)  # one run per cell, none shared
-    summary = list((tmp_path / "summary").glob("wandb/offline-run-*"))
+    summary = list(out.glob("wandb/offline-run-*"))  # the summary run lives with the results
     assert len(summary) == 1
     assert list(summary[0].glob("files/media/table/leaderboard/*.table.json"))
     assert len(list(summary[0].glob("files/media/images/leaderboard/*.png"))) == 2
