@@ -289,23 +289,26 @@ def test_slurm_preemption_loses_no_finished_step(tmp_path):
     slurm = dict(SLURM_JOB_ID="4242", SLURM_JOB_NAME="attention-lightning", SLURM_NTASKS="1",
                  SLURM_NTASKS_PER_NODE="1", SLURM_NNODES="1", SLURM_NODEID="0", SLURM_PROCID="0", SLURM_LOCALID="0",
                  SLURM_CPUS_PER_TASK="1", PATH=f"{bin_dir}:{os.environ['PATH']}")
-    flags = tiny_flags("dham", max_epochs=2, train_size=480, limit_test_batches=0, log_every_n_steps=1,
-                       default_root_dir=str(tmp_path), accelerator="cpu", devices=1, num_nodes=1)
+    # three epochs of 60 steps; a periodic save at step 65 tells the test that the run is mid-epoch 1 (no sleep:
+    # on a fast machine a fixed wait outlasted the whole run), with more than 50 steps left for the signal
+    flags = tiny_flags("dham", max_epochs=3, train_size=480, limit_test_batches=0, log_every_n_steps=1,
+                       checkpoint_every_n_steps=65, default_root_dir=str(tmp_path), accelerator="cpu", devices=1,
+                       num_nodes=1)
     cmd = [*CLI, "fit", *cli_args(flags)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env(**slurm), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     metrics = tmp_path / RUN / "metrics.csv"
-    assert wait_for(lambda: (tmp_path / RUN / "checkpoints" / "best-epoch0-step60.ckpt").exists(), proc)
-    time.sleep(1.0)  # mid-epoch 1
+    last = tmp_path / RUN / "checkpoints" / "last.ckpt"
+    assert wait_for(lambda: last.exists() and step_of(last) >= 65, proc)
     proc.send_signal(signal.SIGUSR1)
     _, err = proc.communicate(timeout=300)
-    assert calls.read_text().split() == ["requeue", "4242"], err[-2000:]
-    saved = step_of(tmp_path / RUN / "checkpoints" / "last.ckpt")
+    assert calls.is_file() and calls.read_text().split() == ["requeue", "4242"], err[-2000:]
+    saved = step_of(last)
     before = [s for s, _ in train_rows(tmp_path / RUN)]
-    assert 480 // 8 < saved < 2 * 480 // 8, "saved mid-epoch"
+    assert 65 <= saved < 3 * 480 // 8, "saved where the signal came, before the end"
     assert before == list(range(saved)), "every step it finished is saved (and logged) with the checkpoint"
     requeued = subprocess.run([*cmd, "--resume=last"], cwd=ROOT, env=env(**slurm, SLURM_RESTART_COUNT="1"),
                               capture_output=True, text=True, timeout=600)
     assert requeued.returncode == 0, requeued.stderr[-3000:]
-    assert [s for s, _ in train_rows(tmp_path / RUN)] == list(range(2 * 480 // 8))
+    assert [s for s, _ in train_rows(tmp_path / RUN)] == list(range(3 * 480 // 8))
     assert metrics.is_file() and not list(tmp_path.rglob("*.tmp"))
