@@ -171,6 +171,11 @@ class AttentionModel(pl.LightningModule):
         super().log(name, value, prog_bar, logger, on_step, on_epoch, *args, **kwargs)
 
     def configure_callbacks(self) -> list[pl.Callback]:
+        """The TrainLog's flush, once per trainer: a second ``trainer.test`` after ``fit`` finds it attached already
+        (returning it again makes Lightning print that it overrides the one it has)."""
+        trainer = self._trainer
+        if trainer is not None and any(isinstance(c, TrainLogFlush) for c in trainer.callbacks):
+            return []
         return [TrainLogFlush()]
 
     def compile_step(self) -> None:
