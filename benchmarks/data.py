@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from common import measure_training
 from attention_lightning.experiment import build_datamodule, load_config, plan
 from tests.fixtures import make_cinic10, make_tiny_imagenet
@@ -56,16 +58,21 @@ def loader_rate(flags, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def pass_rate(flags) -> float:
-    """Images/s of the second pass over the training split (the first warms workers, page cache and mapping)."""
+def pass_rate(flags, passes: int = 3) -> float:
+    """Images/s over the training split: the median of ``passes`` timed passes after one that warms workers,
+    page cache and mapping (a single short pass is at the mercy of whatever else the machine runs)."""
     dm = build_datamodule(plan(flags))
     dm.setup("fit")
-    for _ in dm.train_dataloader():
+    loader = dm.train_dataloader()
+    for _ in loader:
         pass
-    n, t0 = 0, time.perf_counter()
-    for x, y in dm.train_dataloader():
-        n += len(y)
-    return n / (time.perf_counter() - t0)
+    rates = []
+    for _ in range(passes):
+        n, t0 = 0, time.perf_counter()
+        for x, y in loader:
+            n += len(y)
+        rates.append(n / (time.perf_counter() - t0))
+    return float(np.median(rates))
 
 
 def folders(args) -> list:

@@ -62,7 +62,9 @@ def main() -> None:
                 moments, half = model.locate(xv)
                 acc = (model.classifier(model.crop(xv)[0]).argmax(-1) == yv).float().mean().item()
             model.train()
+            x_mean, x_std = moments.center[:, 0].mean().item(), moments.center[:, 0].std().item()
             print(f"step {step}: loss {loss.item():.3f} val acc {acc:.3f} half {half.mean().item():.3f} "
+                  f"center x {x_mean:+.2f}+-{x_std:.2f} "
                   f"({time.perf_counter() - start:.0f}s)", flush=True)
 
 

@@ -9,7 +9,8 @@ digits; the 1,000 embedded test digits are only read with ``--test`` (final runs
     python benchmarks/ram_ablation.py table                 # the markdown table from the CSV
 
 Each config is the old default (``old``) with one change; ``new`` is ``configs/ram_mnist.yaml`` (the new
-defaults with inputs normalized by MNIST's mean and std); ``port`` is the most used port's choices.
+defaults with inputs normalized by MNIST's mean and std); ``port`` is the most used port's choices; ``new/std=0.05``
+(any ``key=value`` after slashes) is the preset with those changes.
 """
 from __future__ import annotations
 
@@ -65,6 +66,16 @@ def preset() -> dict:
     return {k: v for k, v in yaml.safe_load(PRESET.read_text()).items() if k in keys}
 
 
+def config(name: str) -> dict:
+    """A config's model settings: a name of ``CONFIGS``, or ``new/key=value/...`` for the preset with changes."""
+    base, *changes = name.split("/")
+    settings = dict(preset() if base == "new" else CONFIGS[base])
+    for change in changes:
+        key, value = change.split("=", 1)
+        settings[key] = yaml.safe_load(value)
+    return settings
+
+
 def data(val_fraction: float = 0.1):
     """Train, val (held out of train like ``cluttered_mnist``) and test digits as float (N, 1, 28, 28) in [0, 1]."""
     d = load_embedded()
@@ -91,7 +102,7 @@ def evaluate(model: RAM, x: torch.Tensor, y: torch.Tensor, mc: int) -> tuple[flo
 def run(name: str, seed: int, epochs: int, batch_size: int, test: bool, out: Path) -> None:
     torch.manual_seed(seed)
     (xt, yt), (xv, yv), (xs, ys) = data()
-    settings = {"glimpses": 6, "glimpse_size": 8, "depth": 1, **(preset() if name == "new" else CONFIGS[name])}
+    settings = {"glimpses": 6, "glimpse_size": 8, "depth": 1, **config(name)}
     model = RAM(num_classes=10, image_size=(28, 28), **settings)
     steps_per_epoch = -(-len(yt) // batch_size)
     conf = model.optimizer_for(epochs * steps_per_epoch)
@@ -169,7 +180,7 @@ def main() -> None:
     torch.set_num_threads(1)
     if a.cmd == "run":
         for name in a.configs.split(","):
-            if name not in CONFIGS:
+            if name.split("/")[0] not in CONFIGS:
                 raise SystemExit(f"unknown config {name!r}; use one of {', '.join(CONFIGS)}")
         for name in a.configs.split(","):
             for seed in (int(s) for s in a.seeds.split(",")):
