@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from .flags import describe
 
-CLI_MEANINGS = {  # the CLI's own flags (see experiment.COMMAND_FLAGS)
+CLI_MEANINGS = {  # the CLI's own flags (see plan.COMMAND_FLAGS)
     "model": ("str", "dham", "registered model (python cli.py list)"),
     "data": ("str", "cluttered_mnist", "registered datamodule (python cli.py list)"),
     "config": ("str", None, "a preset: flat YAML of flag values (configs/*.yaml); flags given override it"),

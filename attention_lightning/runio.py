@@ -1,8 +1,9 @@
 """Files a run writes, made safe to kill at any moment and to continue exactly.
 
 - ``AtomicCheckpointIO``: a checkpoint is written to ``<path>.tmp`` and renamed over ``<path>``, so a crash
-  (SIGKILL, pre-emption, a full disk) leaves either the old checkpoint or the new one, never half of one; a
-  failed write removes its ``.tmp``.
+  (SIGKILL, pre-emption, a full disk) leaves either the old checkpoint or the new one, never half of one, also
+  where Lightning's own save would copy in place (a system temp dir on another filesystem); a failed write
+  removes its ``.tmp``.
 - ``LastCheckpoint``: ``last.ckpt`` is the newest state: end of every validation (or train epoch), end of
   training, every ``every_n_minutes``/``every_n_steps`` mid-epoch, and on Ctrl-C / SLURM's SIGUSR1 (saved at
   the next batch boundary, then training stops).
@@ -45,6 +46,19 @@ class StopTraining(Exception):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's save, then a rename within the checkpoint's own folder.
+
+    Lightning 2.6's save (``lightning_fabric.utilities.cloud_io._atomic_save``) writes inside an fsspec
+    transaction; for a local path fsspec (2026.9) writes to ``tempfile.mkstemp()`` in the *system* temp dir
+    and commits with ``shutil.move``. That is a rename only when the temp dir and the run share a filesystem;
+    otherwise (a cluster's local /tmp, a tmpfs, runs on a shared disk) the commit copies into the target
+    itself, so a copy that fails or is killed half-way (a full disk, SIGKILL) leaves a truncated ``last.ckpt``
+    and the old one is gone. Here the move goes to ``<path>.tmp`` next to the target, and ``os.replace`` then
+    swaps it in, atomically whatever the temp dir; a failed write removes its ``.tmp``, and an orphan
+    (``SIGKILL``) has the name ``remove_tmp`` cleans up on resume. ``tests/test_checkpoint_io.py`` shows the
+    difference. Neither save calls fsync: a power cut can still lose the newest checkpoint.
+    """
+
     def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any | None = None) -> None:
         path = os.fspath(path)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -44,7 +44,7 @@ import torch
 import yaml
 
 from common import StepTimer, measure_training  # noqa: F401  (common sets the quiet logging and sys.path)
-from attention_lightning import experiment
+from attention_lightning import experiment, runs
 from throughput import SHAPES, Synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,7 +160,7 @@ def run_trainer(flags: dict[str, Any], source: str, steps: int, epochs: int, kin
         p = experiment.plan(cli_flags)
         pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
         p.trainer_kwargs.pop("default_root_dir", None)
-        run_dir = experiment.run_dir_for(root, f"{p.model_name}-{p.data_name}")
+        run_dir = runs.claim_new_run_dir(root, f"{p.model_name}-{p.data_name}")
         dm = datamodule(flags, source, steps)
         model = experiment.build_model(p, dm)
         if compile:

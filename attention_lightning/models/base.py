@@ -10,6 +10,7 @@ of the code may rely on is declared here, with defaults:
   by default, several for models trained in phases (PHAM).
 - ``ignores_facts``: facts of the data (``attention_lightning.facts.MODEL_FACTS``) the model does not take;
   ``build_model`` refuses any other fact the constructor lacks.
+- ``legacy_defaults``: for arguments added later, the value that reproduces checkpoints written before them.
 - Hyperparameters: every constructor argument is saved by ``AttentionModel.__init__`` and read as
   ``self.hparams.<name>``; attributes hold only values derived from them (a resolved grid, a parsed phase).
 - Choices are ``Literal[...]`` annotations, checked here for direct construction and by the flag router
@@ -71,6 +72,9 @@ class AttentionModel(pl.LightningModule):
 
     registry_name: str = "?"
     ignores_facts: tuple[str, ...] = ()  # data facts the constructor does not take, on purpose
+    # arguments added after checkpoints were written, with the value that behaves as the code did before them:
+    # a checkpoint whose saved hyperparameters lack one predates it (a failed load names these values as the fix)
+    legacy_defaults: dict[str, Any] = {}
 
     def __init__(self, num_classes: int, lr: float, weight_decay: float) -> None:
         super().__init__()

@@ -118,6 +118,10 @@ class RAM(AttentionModel):
             evaluation alike: a baseline with RAM's sensor and core and no policy learning).
     """
 
+    # checkpoints from before the locator, clamping and detaching were flags: a linear locator, unclamped
+    # locations, REINFORCE into the core
+    legacy_defaults = {"locator_hidden": 0, "clamp": False, "detach_policy": False}
+
     def __init__(
         self,
         num_classes: int = 10,
