@@ -55,17 +55,20 @@ def fit_stages(flags: Mapping[str, Any], p: Plan, stages: list[Any],
 
     ``stages`` is the model class's ``stages(model_kwargs)``: ``(label, model flag updates)`` pairs. Each
     stage is one ``fit`` in its own run dir ``<run_name>-<label>``, started (``--init_from``) from the
-    previous stage's best checkpoint, or its last one when there is no best (e.g. ``fast_dev_run``).
+    previous stage's best checkpoint, or its last one when there is no best (e.g. ``fast_dev_run``). Only the
+    last stage is tested: the earlier ones are steps toward it, and PHAM's test after phase 2 (the EIG lookahead
+    with the paper's 20 z samples) cost as much as phase 3's, so evaluation outweighed training on the CPU
+    presets. ``python cli.py test --ckpt=...`` tests any stage's checkpoint.
     """
     name = p.cli.get("run_name") or f"{p.model_name}-{p.data_name}"
     done: dict[str, Any] = {}
     summary: dict[str, Any] = {}
     init = None
-    for label, update in stages:
+    for i, (label, update) in enumerate(stages):
         stage_flags = {**flags, **{f"model.{k}": v for k, v in update.items()}, "run_name": f"{name}-{label}"}
         if init:
             stage_flags["model.init_from"] = init
-        summary = fit(stage_flags, extra_callbacks, save_last=True)
+        summary = fit(stage_flags, extra_callbacks, save_last=True, run_test=i == len(stages) - 1)
         done[label] = summary
         if summary.get("interrupted"):
             break
@@ -74,8 +77,9 @@ def fit_stages(flags: Mapping[str, Any], p: Plan, stages: list[Any],
 
 
 def fit(flags: Mapping[str, Any], extra_callbacks: list[Callback] | None = None,
-        save_last: bool = False) -> dict[str, Any]:
-    """Train, then test the best checkpoint; returns a summary dict (printed by the CLI).
+        save_last: bool = False, run_test: bool = True) -> dict[str, Any]:
+    """Train, then test the best checkpoint (unless ``run_test`` is false); returns a summary dict (printed by
+    the CLI).
 
     A model class whose ``stages(model_kwargs)`` returns stages is trained by ``fit_stages``;
     ``save_last`` writes ``last.ckpt`` even when the Trainer wrote none (``fast_dev_run``).
@@ -126,10 +130,9 @@ def fit(flags: Mapping[str, Any], extra_callbacks: list[Callback] | None = None,
     if trainer.interrupted:
         summary["interrupted"] = True
         return summary
-    if not trainer.fast_dev_run and trainer.limit_test_batches != 0:
-        with user_errors():
-            results = trainer.test(model, datamodule=dm, ckpt_path="best" if best else None, verbose=False,
-                                   weights_only=True)
+    if run_test and not trainer.fast_dev_run and trainer.limit_test_batches != 0:
+        with user_errors():  # the best path itself: "best" makes Lightning warn that LastCheckpoint is a second one
+            results = trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)
         summary["test"] = results[0] if results else {}
     summary["global_step"] = trainer.global_step
     return summary

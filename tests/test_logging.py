@@ -96,3 +96,27 @@ def test_progress_bar_and_callback_metrics_keep_their_keys_and_values(monkeypatc
         if k.endswith("_step"):
             continue
         assert math.isclose(ours.callback[k], v, rel_tol=1e-5, abs_tol=1e-6), (k, ours.callback[k], v)
+
+
+def test_a_default_run_written_to_a_file_is_quiet_and_prints_a_line_per_epoch(tmp_path):
+    """Issue 13.4, as a user sees it with ``python cli.py fit > log``: no product tip, no deprecation line from
+    Lightning's own code, no messages about our own callbacks, no carriage-return redraws or cursor escapes;
+    one progress line per train epoch and per validation, showing the version number."""
+    import os
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "ATTENTION_LIGHTNING_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(root / "cli.py"), "fit", "--max_epochs=2", "--train_size=32",
+                          "--val_size=16", "--test_size=16", "--batch_size=16", "--viz_images=0",
+                          f"--default_root_dir={tmp_path}"], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    both = out.stdout + out.stderr
+    for noise in ("Tip:", "litlogger", "litmodels", "LeafSpec", "is deprecated", "will override existing callbacks",
+                  "multiple `ModelCheckpoint`", "\r", "\x1b["):
+        assert noise not in both, f"{noise!r} in the run's output"
+    progress = [line for line in out.stdout.splitlines() if line.startswith(("train epoch", "val   epoch"))]
+    assert [line.split(":")[0] for line in progress] == [
+        "val   epoch 0 step 2", "train epoch 0 step 2", "val   epoch 1 step 4", "train epoch 1 step 4"]
+    assert all(" v_num=0 " in f"{line} " for line in progress)

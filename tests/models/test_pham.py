@@ -207,18 +207,22 @@ def test_phase_all_end_to_end_on_fixtures(tmp_path, data):
         data_dir = make_cinic10(tmp_path / "data", per_class=2)
     else:
         data_dir = make_tiny_imagenet(tmp_path / "data", n_classes=3, per_class=2)
-    flags = dict(model="pham", data=data, data_dir=str(data_dir), phase="all", fast_dev_run=1, batch_size=4,
-                 logger="none", default_root_dir=str(tmp_path / "runs"), enable_progress_bar=False,
-                 enable_model_summary=False, **SMALL)
+    flags = dict(model="pham", data=data, data_dir=str(data_dir), phase="all", max_steps=1, limit_train_batches=1,
+                 limit_val_batches=1, limit_test_batches=1, num_sanity_val_steps=0, batch_size=4, logger="none",
+                 default_root_dir=str(tmp_path / "runs"), enable_progress_bar=False, enable_model_summary=False,
+                 **SMALL)
     summary = experiment.fit(flags)
     assert list(summary["stages"]) == ["phase1", "phase2", "phase3"]
+    # only the last phase is tested (an earlier phase's test cost as much as the last one's)
+    assert [("test" in s) for s in summary["stages"].values()] == [False, False, True]
+    assert "test/acc_eig_t1" in summary["test"]
     previous = None
     for label, stage in summary["stages"].items():
         assert Path(stage["run_dir"]).parent.name == f"pham-{data}-{label}"
         ckpt = torch.load(stage["last_checkpoint"], map_location="cpu", weights_only=True)
         hp = ckpt["hyper_parameters"]
         assert hp["phase"] == int(label[-1]) and hp["init_from"] == previous
-        previous = stage["last_checkpoint"]
+        previous = stage["best_checkpoint"]  # each phase starts from the previous one's best
     # phase 2 trained only the Partial VAE: its F, R, C equal phase 1's
     one, two = (torch.load(summary["stages"][k]["last_checkpoint"], weights_only=True)["state_dict"]
                 for k in ("phase1", "phase2"))
