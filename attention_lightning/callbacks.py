@@ -24,6 +24,8 @@ logging attention never changes what a seeded run trains.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
@@ -47,12 +49,17 @@ STEPS_KEY = "attention/steps"
 
 # --- the drawing ----------------------------------------------------------------------------------
 def png_bytes(rgb: np.ndarray) -> bytes:
-    """An (H, W, 3) uint8 picture encoded as PNG (zlib level 1: twice as fast as the default, files ~15% larger)."""
-    from PIL import Image
+    """An (H, W, 3) uint8 picture encoded as PNG: rows unfiltered, zlib level 1 (half the time of Pillow's fastest
+    PNG, which tries every row filter; files about a third larger)."""
+    h, w = rgb.shape[:2]
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1)  # filter byte 0 per row
 
-    out = io.BytesIO()
-    Image.fromarray(rgb).save(out, format="PNG", compress_level=1)
-    return out.getvalue()
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+            + chunk(b"IEND", b""))
 
 
 def render(att: Attention, num_images: int, class_names: Sequence[str] | None,

@@ -9,9 +9,9 @@ Pictures are drawn straight into pixels: images and maps sampled with numpy, box
 Pillow's ``ImageDraw`` and its bundled font. A grid of eight images takes milliseconds (a matplotlib figure
 of as many axes took seconds), so a training run can afford one at every validation. Each image panel
 shows the square [-lim, lim]^2 of the [-1, 1] image coordinates of ``attention_lightning.nn.coords``
-((x, y) order, center 0, y down) on ``PANEL`` x ``PANEL`` pixels (``to_pixel``): lim is 1, or more when
-boxes leave the image. Pictures are ``PIL.Image.Image`` objects: they show inline in a notebook, and
-``np.asarray`` gives their (H, W, 3) uint8 pixels.
+((x, y) order, center 0, y down) on size x size pixels (``to_pixel``; ``panel_size``: a whole number of pixels
+per image pixel where that fits): lim is 1, or more when boxes leave the image. Pictures are ``PIL.Image.Image``
+objects: they show inline in a notebook, and ``np.asarray`` gives their (H, W, 3) uint8 pixels.
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ from torch import Tensor
 from .attention import Attention
 
 RGB = tuple[int, int, int]
-PANEL = 160                 # pixels per side of an image panel
+PANEL = 160                 # pixels per side of an image panel at most (and of one drawn alone)
+MIN_PANEL = 112             # pixels per side of an image panel at least
 TITLE = 14                  # pixels of the title band above a panel
 GAP = 6                     # pixels between panels
 MARGIN = 4                  # pixels around a picture
@@ -172,6 +173,14 @@ def _limits(att: Attention, i: int) -> float:
     return min(max(1.0, reach * 1.03), 1.6)
 
 
+def panel_size(att: Attention) -> int:
+    """Pixels per side of the image panels of ``att``: the smallest whole multiple of the image's longer side that
+    is at least ``MIN_PANEL`` (each image pixel a square of whole pixels), or ``PANEL`` when that is larger."""
+    side = max(att.images.shape[-2:])
+    size = side * -(-MIN_PANEL // side)
+    return size if size <= PANEL else PANEL
+
+
 def to_pixel(v: float, lim: float, size: int = PANEL) -> float:
     """A coordinate in [-lim, lim] -> its distance in pixels from a panel's left (x) or top (y) edge, 0 to size."""
     return (v + lim) / (2 * lim) * size
@@ -272,12 +281,12 @@ def view_panel(view: np.ndarray, color: RGB, size: int = PANEL) -> Image.Image:
     h, w = view.shape[:2]
     s = (size - 6) / max(h, w)
     hh, ww = max(1, round(h * s)), max(1, round(w * s))
-    rows = np.minimum(((np.arange(hh) + 0.5) / s).astype(np.int64), h - 1)  # (hh,)
-    cols = np.minimum(((np.arange(ww) + 0.5) / s).astype(np.int64), w - 1)  # (ww,)
+    rows = np.bincount(np.minimum(((np.arange(hh) + 0.5) / s).astype(np.int64), h - 1), minlength=h)  # (h,) repeats
+    cols = np.bincount(np.minimum(((np.arange(ww) + 0.5) / s).astype(np.int64), w - 1), minlength=w)  # (w,)
     out = np.full((size, size, 3), 255, np.uint8)
     top, left = (size - hh) // 2, (size - ww) // 2
     out[top - 2:top + hh + 2, left - 2:left + ww + 2] = color
-    out[top:top + hh, left:left + ww] = _uint8(view[rows][:, cols])
+    out[top:top + hh, left:left + ww] = np.repeat(np.repeat(_uint8(view), rows, axis=0), cols, axis=1)
     return Image.fromarray(out)
 
 
@@ -373,13 +382,13 @@ def panel_titles(att: Attention, class_names: Sequence[str] | None = None) -> li
     return out
 
 
-def _cell(att: Attention, images: np.ndarray, views: np.ndarray | None, i: int, col: tuple) -> Image.Image:
-    """Panel ``col`` of image ``i`` (see ``_columns``); ``images`` (N, H, W, 3) uint8."""
+def _cell(att: Attention, images: np.ndarray, views: np.ndarray | None, i: int, col: tuple, size: int) -> Image.Image:
+    """Panel ``col`` of image ``i`` (see ``_columns``), (size, size); ``images`` (N, H, W, 3) uint8."""
     lim = _limits(att, i)
     if col[0] == "view":
-        return view_panel(views[i, col[1]], step_colors(views.shape[1])[col[1]])
+        return view_panel(views[i, col[1]], step_colors(views.shape[1])[col[1]], size)
     t = col[1] if col[0] == "map" else None
-    panel = Image.fromarray(image_panel(images[i], lim, None if t is None else att.maps[i, t], att.map_extent))
+    panel = Image.fromarray(image_panel(images[i], lim, None if t is None else att.maps[i, t], att.map_extent, size))
     if att.boxes is not None and t is None:
         draw_boxes(panel, att.boxes[i], att.boxes.shape[1], lim)
     elif att.boxes is not None:
@@ -401,9 +410,10 @@ def attention_grid(
     lines = [textwrap.wrap(att.captions[i], CAPTION_WIDTH) if i < len(att.captions) and att.captions[i] else []
              for i in range(n)]
     caption_h = (SMALL + 2) * max((len(x) for x in lines), default=0)
-    cell_w, cell_h = PANEL + GAP, TITLE + PANEL + caption_h + GAP
+    size = panel_size(att)
+    cell_w, cell_h = size + GAP, TITLE + size + caption_h + GAP
     width = 2 * MARGIN + cell_w * max(len(cols), 2) - GAP
-    acc_h = round(0.9 * PANEL) + TITLE if acc is not None else 0
+    acc_h = round(0.9 * size) + TITLE if acc is not None else 0
     pic = Image.new("RGB", (width, 2 * MARGIN + cell_h * n + acc_h), WHITE)
     draw = ImageDraw.Draw(pic)
     images = _uint8(image_rgb(att.images))  # (N, H, W, 3)
@@ -412,10 +422,10 @@ def attention_grid(
         y = MARGIN + i * cell_h
         for j, (col, (text, color)) in enumerate(zip(cols, titles)):
             x = MARGIN + j * cell_w
-            _text(draw, (x + PANEL / 2, y + TITLE - 2), text, color, cell_w)
-            pic.paste(_cell(att, images, views, i, col), (x, y + TITLE))
+            _text(draw, (x + size / 2, y + TITLE - 2), text, color, cell_w)
+            pic.paste(_cell(att, images, views, i, col, size), (x, y + TITLE))
         for k, line in enumerate(lines[i]):
-            draw.text((MARGIN + PANEL / 2, y + TITLE + PANEL + 1 + k * (SMALL + 2)), line, fill=BLACK,
+            draw.text((MARGIN + size / 2, y + TITLE + size + 1 + k * (SMALL + 2)), line, fill=BLACK,
                       font=_font(SMALL), anchor="ma")
     if acc is not None:
         pic.paste(_accuracy_plot(acc, n, width - 2 * MARGIN, acc_h), (MARGIN, MARGIN + cell_h * n))
@@ -449,7 +459,8 @@ def step_frames(
     cols = min(columns, n)
     rows = -(-n // cols)
     images = _uint8(image_rgb(att.images))  # (N, H, W, 3)
-    cell_w, cell_h = PANEL + GAP, TITLE + PANEL + GAP
+    size = panel_size(att)
+    cell_w, cell_h = size + GAP, TITLE + size + GAP
     top = MARGIN + TITLE + 4  # the frame's title band
     frames = []
     for t in range(steps):
@@ -460,11 +471,11 @@ def step_frames(
             x, y = MARGIN + (i % cols) * cell_w, top + (i // cols) * cell_h
             lim = _limits(att, i)
             m = att.maps[i, min(t, att.maps.shape[1] - 1)] if att.maps is not None else None
-            panel = Image.fromarray(image_panel(images[i], lim, m, att.map_extent))
+            panel = Image.fromarray(image_panel(images[i], lim, m, att.map_extent, size))
             if att.boxes is not None:
                 draw_boxes(panel, att.boxes[i], t + 1, lim, current=t if att.boxes.shape[1] > 1 else None)
             text, color = _step_title(att, i, t, class_names)
-            _text(draw, (x + PANEL / 2, y + TITLE - 2), text, color, cell_w)
+            _text(draw, (x + size / 2, y + TITLE - 2), text, color, cell_w)
             pic.paste(panel, (x, y + TITLE))
         frames.append(np.asarray(pic))
     return frames

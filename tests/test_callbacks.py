@@ -333,3 +333,13 @@ def test_only_rank_zero_draws(tmp_path):
         with pytest.warns(UserWarning, match="no validation images") if zero else contextlib.nullcontext():
             cb.log_attention(trainer, None)
         assert cb._failed is zero  # rank 0 went looking for images (there are none here); others did nothing
+
+
+def test_png_bytes_decode_to_the_same_pixels():
+    import io
+
+    from attention_lightning.callbacks import png_bytes
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    with Image.open(io.BytesIO(png_bytes(rgb))) as im:
+        assert im.format == "PNG" and im.mode == "RGB" and np.array_equal(np.asarray(im), rgb)

@@ -194,6 +194,13 @@ def test_view_is_enlarged_into_the_middle_of_its_panel_and_framed_in_its_colour(
     assert (rgb[~frame & ~np.pad(np.ones((20, 40), bool), ((13, 13), (3, 3)))] == 255).all()  # white around
 
 
+def test_panels_give_each_image_pixel_whole_pixels_where_that_fits():
+    sizes = {side: viz.panel_size(Attention(images=torch.zeros(1, 1, side, side), probs=torch.ones(1, 1, 1)))
+             for side in (28, 32, 40, 60, 100, 120, 224)}
+    assert sizes == {28: 112, 32: 128, 40: 120, 60: 120, 100: viz.PANEL, 120: 120, 224: viz.PANEL}
+    assert viz.panel_size(Attention(images=torch.zeros(1, 1, 20, 30), probs=torch.ones(1, 1, 1))) == 120
+
+
 # --- pictures --------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind,cols,acc_row", [("dham", 3, 0), ("ram", 1 + 4, 1), ("pham", 1 + 4, 1), ("han", 2, 0)])
 def test_grid_has_a_row_per_image_and_the_panels_of_each_model(kind, cols, acc_row):
@@ -201,13 +208,13 @@ def test_grid_has_a_row_per_image_and_the_panels_of_each_model(kind, cols, acc_r
     assert len(viz._columns(att)) == cols
     rgb = np.asarray(viz.attention_grid(att, max_images=2))
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
-    assert rgb.shape[1] == 2 * viz.MARGIN + cols * (viz.PANEL + viz.GAP) - viz.GAP
+    p = viz.panel_size(att)
+    assert rgb.shape[1] == 2 * viz.MARGIN + cols * (p + viz.GAP) - viz.GAP
     caption = 2 * (viz.SMALL + 2) if kind == "han" else 0  # HAN's questions take two lines under the image
-    row = viz.TITLE + viz.PANEL + caption + viz.GAP
-    assert rgb.shape[0] == 2 * viz.MARGIN + 2 * row + acc_row * (round(0.9 * viz.PANEL) + viz.TITLE)
-    first = rgb[viz.MARGIN + viz.TITLE:viz.MARGIN + viz.TITLE + viz.PANEL, viz.MARGIN:viz.MARGIN + viz.PANEL]
-    expected = np.asarray(Image.fromarray(viz.image_panel(viz._uint8(viz.image_rgb(att.images[:1]))[0],
-                                                          viz._limits(att, 0))))
+    row = viz.TITLE + p + caption + viz.GAP
+    assert rgb.shape[0] == 2 * viz.MARGIN + 2 * row + acc_row * (round(0.9 * p) + viz.TITLE)
+    first = rgb[viz.MARGIN + viz.TITLE:viz.MARGIN + viz.TITLE + p, viz.MARGIN:viz.MARGIN + p]
+    expected = viz.image_panel(viz._uint8(viz.image_rgb(att.images[:1]))[0], viz._limits(att, 0), size=p)
     if att.boxes is None:
         assert np.array_equal(first, expected)  # the overview panel is the image panel
     else:
@@ -222,9 +229,10 @@ def test_grid_titles_show_prediction_confidence_and_correctness():
     assert titles[0] == [("pred one (90%) / one", viz.RIGHT), ("pmf", viz.BLACK), ("view", viz.BLACK)]
     assert titles[1][0] == ("pred one (90%) / zero", viz.WRONG)
     rgb = np.asarray(viz.attention_grid(att))
-    row = viz.TITLE + viz.PANEL + viz.GAP
+    p = viz.panel_size(att)
+    row = viz.TITLE + p + viz.GAP
     for i, color in enumerate((viz.RIGHT, viz.WRONG)):
-        band = rgb[viz.MARGIN + i * row:viz.MARGIN + i * row + viz.TITLE, viz.MARGIN:viz.MARGIN + viz.PANEL]
+        band = rgb[viz.MARGIN + i * row:viz.MARGIN + i * row + viz.TITLE, viz.MARGIN:viz.MARGIN + p]
         darkest = band.reshape(-1, 3)[band.reshape(-1, 3).astype(int).sum(1).argmin()]  # the text's core
         assert np.abs(darkest.astype(int) - color).max() < 60
     steps = viz.panel_titles(fake("pham", b=1, steps=2))[0]
@@ -236,13 +244,14 @@ def test_fields_with_fewer_steps_than_the_probabilities_still_draw():
     att.maps = torch.rand(2, 1, 5, 5)  # one map for a 3-step model
     att.boxes = att.boxes[:, :2]      # boxes for 2 of the 3 steps
     assert viz._columns(att) == [("overview",), ("map", 0)]
-    assert np.asarray(viz.attention_grid(att)).shape[1] == 2 * viz.MARGIN + 2 * (viz.PANEL + viz.GAP) - viz.GAP
+    assert np.asarray(viz.attention_grid(att)).shape[1] == 2 * viz.MARGIN + 2 * (viz.panel_size(att) + viz.GAP) - viz.GAP
     assert len(viz.step_frames(att)) == 3
 
 
 def test_no_accuracy_row_without_labels():
-    rgb = np.asarray(viz.attention_grid(fake("ram", b=2, labels=False)))
-    assert rgb.shape[0] == 2 * viz.MARGIN + 2 * (viz.TITLE + viz.PANEL + viz.GAP)
+    att = fake("ram", b=2, labels=False)
+    rgb = np.asarray(viz.attention_grid(att))
+    assert rgb.shape[0] == 2 * viz.MARGIN + 2 * (viz.TITLE + viz.panel_size(att) + viz.GAP)
     with pytest.raises(ValueError, match="needs labels"):
         viz.step_accuracy_figure(fake("ram", labels=False))
 
