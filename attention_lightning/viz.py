@@ -225,7 +225,7 @@ def image_panel(image: np.ndarray, lim: float = 1.0, m: Tensor | None = None,
     out = image[rows.clip(0)][:, cols.clip(0)].astype(np.float32)  # (Ry, Rx, 3)
     out[(rows < 0)[:, None] | (cols < 0)[None, :]] = OUTSIDE
     if with_map:
-        v = m.detach().float().cpu().clamp_min(0)
+        v = torch.nan_to_num(m.detach().float().cpu(), nan=0.0, posinf=0.0).clamp_min(0)  # (h, w), NaN as 0
         v = (v / v.max().clamp_min(1e-12)).numpy()[map_rows[0].clip(0)][:, map_cols[0].clip(0)]  # (Ry, Rx)
         v = v * ((map_rows[0] >= 0)[:, None] & (map_cols[0] >= 0)[None, :])  # 0 outside the extent
         color = _inferno()[np.minimum((v * 256).astype(np.int64), 255)]  # (Ry, Rx, 3)
@@ -244,12 +244,12 @@ def draw_boxes(panel: Image.Image, boxes: Tensor | np.ndarray, upto: int, lim: f
     b = boxes.detach().float().cpu().numpy() if isinstance(boxes, Tensor) else np.asarray(boxes, np.float32)
     steps = b.shape[0]
     colors = step_colors(steps)
-    upto = min(upto, steps)
+    shown = [t for t in range(min(upto, steps)) if np.isfinite(b[t]).all()]  # a diverged model's NaN boxes are left out
     centers = [(to_pixel(x, lim, size), to_pixel(y, lim, size))
                for x, y in ((b[..., :2] + b[..., 2:]).mean(1) / 2).tolist()]  # T mean centers over the S boxes
-    if steps > 1 and upto > 1:
-        draw.line(centers[:upto], fill=(*WHITE, 204), width=1)
-    for t in range(upto):
+    if steps > 1 and len(shown) > 1:
+        draw.line([centers[t] for t in shown], fill=(*WHITE, 204), width=1)
+    for t in shown:
         bold = current is None or t == current
         for box in b[t].tolist():
             draw.rectangle(box_pixels(box, lim, size), outline=(*colors[t], 255 if bold else 153),
@@ -257,7 +257,7 @@ def draw_boxes(panel: Image.Image, boxes: Tensor | np.ndarray, upto: int, lim: f
     if steps == 1:
         return
     smallest = ((b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])).argmin(1)  # (T,) the smallest box of each step
-    for t in range(upto):
+    for t in shown:
         x, y = centers[t]
         draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colors[t])
         left, top, _, _ = box_pixels(b[t, smallest[t]].tolist(), lim, size)

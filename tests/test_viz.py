@@ -412,3 +412,17 @@ def test_save_gif_writes_to_a_file_object():
     buf.seek(0)
     with Image.open(buf) as im:
         assert im.format == "GIF" and im.n_frames == 2 and im.size == (6, 4)
+
+
+def test_a_diverged_model_still_draws():
+    att = fake("pham", b=2, steps=3)
+    att.boxes[0, 1] = float("nan")  # step 2 of image 0 diverged
+    att.maps[0, 2] = float("nan")
+    att.maps[1, 0, 0, 0] = float("inf")
+    rgb = np.asarray(viz.attention_grid(att))
+    clean = fake("pham", b=2, steps=3)
+    assert rgb.shape == np.asarray(viz.attention_grid(clean)).shape
+    lim = viz._limits(att, 0)
+    p = viz.panel_size(att)
+    panel = viz.image_panel(viz._uint8(viz.image_rgb(att.images[:1]))[0], lim, att.maps[0, 2], att.map_extent, p)
+    assert np.array_equal(panel, viz.image_panel(viz._uint8(viz.image_rgb(att.images[:1]))[0], lim, size=p))
