@@ -195,10 +195,11 @@ def box_pixels(box: Sequence[float], lim: float, size: int = PANEL) -> tuple[int
     return left, top, max(left, right), max(top, bottom)
 
 
-def _runs(lim: float, size: int, grids: Sequence[tuple[float, float, int]]) -> tuple[list[np.ndarray], np.ndarray]:
+@functools.lru_cache(maxsize=256)
+def _runs(lim: float, size: int, grids: tuple[tuple[float, float, int], ...]) -> tuple[list[np.ndarray], np.ndarray]:
     """Cut one axis of a panel of [-lim, lim] (``size`` pixels) into runs of pixels whose centers fall in the same
     cell of every grid (lo, hi, n) (n cells from lo to hi) -> each grid's cell index per run (-1 outside it) and the
-    pixel count of each run."""
+    pixel count of each run (cached: every panel of a picture cuts its axes alike; the arrays are read only)."""
     centers = -lim + (np.arange(size) + 0.5) * (2 * lim / size)  # (size,)
     cells = []
     for lo, hi, n in grids:
@@ -206,7 +207,10 @@ def _runs(lim: float, size: int, grids: Sequence[tuple[float, float, int]]) -> t
         cells.append(np.where((k >= 0) & (k < n), k, -1))
     key = np.stack(cells)  # (G, size)
     start = np.flatnonzero(np.r_[True, (key[:, 1:] != key[:, :-1]).any(0)])  # (R,) first pixel of each run
-    return [c[start] for c in cells], np.diff(np.r_[start, size])
+    runs = [c[start] for c in cells], np.diff(np.r_[start, size])
+    for a in (*runs[0], runs[1]):
+        a.flags.writeable = False
+    return runs
 
 
 def image_panel(image: np.ndarray, lim: float = 1.0, m: Tensor | None = None,
@@ -220,8 +224,8 @@ def image_panel(image: np.ndarray, lim: float = 1.0, m: Tensor | None = None,
     h, w = image.shape[:2]
     x0, y0, x1, y1 = extent if extent is not None else (-1.0, -1.0, 1.0, 1.0)
     with_map = m is not None
-    (cols, *map_cols), widths = _runs(lim, size, [(-1.0, 1.0, w)] + ([(x0, x1, m.shape[1])] if with_map else []))
-    (rows, *map_rows), heights = _runs(lim, size, [(-1.0, 1.0, h)] + ([(y0, y1, m.shape[0])] if with_map else []))
+    (cols, *map_cols), widths = _runs(lim, size, ((-1.0, 1.0, w),) + (((x0, x1, m.shape[1]),) if with_map else ()))
+    (rows, *map_rows), heights = _runs(lim, size, ((-1.0, 1.0, h),) + (((y0, y1, m.shape[0]),) if with_map else ()))
     out = image[rows.clip(0)][:, cols.clip(0)].astype(np.float32)  # (Ry, Rx, 3)
     out[(rows < 0)[:, None] | (cols < 0)[None, :]] = OUTSIDE
     if with_map:
@@ -382,9 +386,9 @@ def panel_titles(att: Attention, class_names: Sequence[str] | None = None) -> li
     return out
 
 
-def _cell(att: Attention, images: np.ndarray, views: np.ndarray | None, i: int, col: tuple, size: int) -> Image.Image:
-    """Panel ``col`` of image ``i`` (see ``_columns``), (size, size); ``images`` (N, H, W, 3) uint8."""
-    lim = _limits(att, i)
+def _cell(att: Attention, images: np.ndarray, views: np.ndarray | None, i: int, col: tuple, size: int,
+          lim: float) -> Image.Image:
+    """Panel ``col`` of image ``i`` (see ``_columns``), (size, size) over [-lim, lim]; ``images`` (N, H, W, 3) uint8."""
     if col[0] == "view":
         return view_panel(views[i, col[1]], step_colors(views.shape[1])[col[1]], size)
     t = col[1] if col[0] == "map" else None
@@ -419,11 +423,11 @@ def attention_grid(
     images = _uint8(image_rgb(att.images))  # (N, H, W, 3)
     views = views_rgb(att.views, att.images) if att.views is not None else None
     for i, titles in enumerate(panel_titles(att, class_names)):
-        y = MARGIN + i * cell_h
+        y, lim = MARGIN + i * cell_h, _limits(att, i)
         for j, (col, (text, color)) in enumerate(zip(cols, titles)):
             x = MARGIN + j * cell_w
             _text(draw, (x + size / 2, y + TITLE - 2), text, color, cell_w)
-            pic.paste(_cell(att, images, views, i, col, size), (x, y + TITLE))
+            pic.paste(_cell(att, images, views, i, col, size, lim), (x, y + TITLE))
         for k, line in enumerate(lines[i]):
             draw.text((MARGIN + size / 2, y + TITLE + size + 1 + k * (SMALL + 2)), line, fill=BLACK,
                       font=_font(SMALL), anchor="ma")
