@@ -3,10 +3,15 @@
 
     python benchmarks/viz.py [--repeats=3] [--ref=DIR] -- --config=configs/ram_mnist.yaml --max_epochs=10 ...
     python benchmarks/viz.py --draw [--repeats=5] [--ref=DIR]
+    python benchmarks/viz.py --share -- --config=configs/ram_mnist.yaml --max_epochs=10 ...
 
 `--draw` times one drawing instead (`callbacks.render`, what the attention logger does at each validation), for an
 Attention shaped like each preset's (8 images; random weights do not matter to the cost): the csv logger's PNG of
 the grid, TensorBoard's grid array, and wandb's step GIF with the accuracy plot. Medians of wall and CPU ms.
+
+`--share` runs `cli.py fit` once with the pictures on under cProfile and prints the time spent in
+`AttentionLogger.log_attention` (the model's forward on the images, the drawing and the writing, all on the training
+thread) against the whole run: the pictures' share of the wall time, whatever the load on the machine.
 
 Everything after `--` goes to `cli.py fit` unchanged. Prints each run's wall time and CPU time (the run with its
 drawing worker), the medians and their ratios: the wall ratio is what a user waits for (the drawing hides on a
@@ -143,16 +148,41 @@ def draw(checkouts: dict[str, Path], repeats: int) -> None:
             print(line)
 
 
+def share(flags: list[str]) -> None:
+    """Print the share of one profiled `cli.py fit` (pictures on) spent in ``AttentionLogger.log_attention``."""
+    import pstats
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATTENTION_LIGHTNING_OFFLINE": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        prof = str(Path(tmp) / "fit.prof")
+        cmd = [sys.executable, "-m", "cProfile", "-o", prof, "cli.py", "fit", *flags, f"--default_root_dir={tmp}/run"]
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.exit(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        stats = pstats.Stats(prof).stats  # {(file, line, name): (calls, primitive calls, tottime, cumtime, callers)}
+    total = max(row[3] for row in stats.values())
+    drawn = [(row[0], row[3]) for (file, _, name), row in stats.items()
+             if name == "log_attention" and file.endswith("callbacks.py")]
+    calls, seconds = (sum(c for c, _ in drawn), sum(s for _, s in drawn)) if drawn else (0, 0.0)
+    print(f"cli.py fit {' '.join(flags)} under cProfile, OMP_NUM_THREADS=1, {os.cpu_count()} CPUs")
+    print(f"log_attention: {calls} calls, {seconds:.2f} s of {total:.1f} s ({100 * seconds / total:.2f}% of the run; "
+          f"{1000 * seconds / max(calls, 1):.0f} ms per call, profiler overhead included)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ref", type=Path, default=None, help="another checkout to time beside this one")
     parser.add_argument("--draw", action="store_true", help="time one drawing per preset instead of whole runs")
+    parser.add_argument("--share", action="store_true", help="profile one run: the pictures' share of its time")
     args, flags = parser.parse_known_args()
     flags = [f for f in flags if f != "--"]
     checkouts = {"this": ROOT, **({"ref": args.ref.resolve()} if args.ref else {})}
     if args.draw:
         draw(checkouts, args.repeats)
+        return
+    if args.share:
+        share(flags)
         return
     times: dict[tuple[str, bool], list[float]] = {(c, v): [] for c in checkouts for v in (True, False)}
     cpus: dict[tuple[str, bool], list[float]] = {(c, v): [] for c in checkouts for v in (True, False)}
