@@ -201,6 +201,9 @@ def main() -> None:
         print(f"{name:<4} median wall time: pictures on {on:.1f} s, --viz_images=0 {off:.1f} s, ratio {on / off:.3f}")
         on, off = statistics.median(cpus[(name, True)]), statistics.median(cpus[(name, False)])
         print(f"{name:<4} median CPU time:  pictures on {on:.1f} s, --viz_images=0 {off:.1f} s, ratio {on / off:.3f}")
+        pairs = [a / b for a, b in zip(times[(name, True)], times[(name, False)])]  # each on run over the off run after it
+        print(f"{name:<4} wall ratio of each on/off pair: {', '.join(f'{r:.3f}' for r in pairs)}; "
+              f"median {statistics.median(pairs):.3f}")
 
 
 if __name__ == "__main__":
