@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 from PIL import Image
 
 from attention_lightning import experiment, registry, viz
@@ -72,61 +71,64 @@ def test_views_side_by_side_per_scale_scaled_like_their_image():
 
 
 # --- geometry: the classic bugs are a flipped y axis and half-pixel shifts ----------------------
-def _display_rc(fig: Figure, ax, x: float, y: float, height: int) -> tuple:
-    px, py = ax.transData.transform((x, y))
-    return int(round(height - py)), int(round(px))
+def test_image_pixel_and_box_land_on_exactly_their_pixels():
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[1, 6] = 255  # row 1 (near the top), column 6 (right): x in [0.5, 0.75], y in [-0.75, -0.5]
+    panel = viz.image_panel(img, lim=1.0, size=160)  # 20 panel pixels per image pixel
+    expected = np.zeros((160, 160), bool)
+    expected[20:40, 120:140] = True
+    assert np.array_equal(panel.max(-1) == 255, expected) and panel[~expected].max() == 0
+    pic = Image.fromarray(panel)
+    viz.draw_boxes(pic, torch.tensor([[[-0.75, 0.25, -0.25, 0.75]]]), 1)  # (T=1, S=1, 4): left, lower half
+    lime = np.all(np.asarray(pic) == viz.ONE_STEP_COLOR, -1)
+    outline = np.zeros((160, 160), bool)
+    outline[100:140, 20:60] = True  # the box covers columns 20-59 and rows 100-139, inside its edges
+    outline[102:138, 22:58] = False  # a bold outline is two pixels wide
+    assert np.array_equal(lime, outline)
+    assert np.array_equal(np.asarray(pic)[~outline], panel[~outline])  # nothing else changed
 
 
-def test_image_pixel_and_box_land_at_their_normalized_coordinates():
-    w = 8
-    img = np.zeros((w, w, 3))
-    img[1, 6] = 1.0  # row 1 (near the top), column 6 (right)
-    fig = Figure(figsize=(4, 4), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
-    viz._image_panel(ax, img, 1.0)
-    cx, cy = (2 * 6 + 1) / w - 1, (2 * 1 + 1) / w - 1  # pixel center in [-1, 1]: x right, y down
-    box = torch.tensor([[[-0.75, 0.25, -0.25, 0.75]]])  # (T=1, S=1, 4): left, lower half
-    viz._draw_boxes(ax, box, 1)
-    rgb = viz.figure_to_rgb(fig)
-    r, c = _display_rc(fig, ax, cx, cy, rgb.shape[0])
-    assert rgb[r, c].tolist() == [255, 255, 255]
-    r2, c2 = _display_rc(fig, ax, -cx, -cy, rgb.shape[0])  # the mirrored place is black
-    assert rgb[r2, c2].tolist() == [0, 0, 0]
-    for x, y in ((-0.5, 0.25), (-0.5, 0.75), (-0.75, 0.5), (-0.25, 0.5)):  # the middle of each box edge
-        r, c = _display_rc(fig, ax, x, y, rgb.shape[0])
-        patch = rgb[r - 2:r + 3, c - 2:c + 3].reshape(-1, 3)
-        assert any(p[1] > 200 and p[0] < 100 and p[2] < 100 for p in patch), (x, y)
-    r, c = _display_rc(fig, ax, -0.5, -0.5, rgb.shape[0])  # the mirrored box (upper half) is not drawn
-    patch = rgb[r - 2:r + 3, c - 2:c + 3].reshape(-1, 3)
-    assert not any(p[1] > 200 and p[0] < 100 for p in patch)
+def test_box_pixels_at_edges_and_between_them():
+    assert viz.box_pixels((-1.0, -1.0, 1.0, 1.0), 1.0, 160) == (0, 0, 159, 159)
+    assert viz.box_pixels((-0.01, 0.0, 0.01, 0.02), 1.0, 160) == (79, 80, 80, 81)
+    assert viz.box_pixels((0.3, 0.3, 0.3, 0.3), 1.0, 160) == (104, 104, 104, 104)  # a point is one pixel
 
 
-def test_map_is_transparent_where_zero_and_covers_the_image():
-    fig = Figure(figsize=(2, 2), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
-    viz._image_panel(ax, np.full((4, 4, 3), 0.5), 1.0)
+def test_boxes_that_leave_the_image_widen_the_panel_and_show_grey_outside_the_image():
+    att = fake("dham", b=1)
+    att.boxes = torch.tensor([[[[-1.3, -0.2, 0.2, 1.3]]]])
+    assert viz._limits(att, 0) == pytest.approx(1.3 * 1.03)
+    att.boxes = torch.tensor([[[[-5.0, -5.0, 5.0, 5.0]]]])
+    assert viz._limits(att, 0) == 1.6
+    panel = viz.image_panel(np.full((4, 4, 3), 255, np.uint8), lim=2.0, size=160)  # the image spans pixels 40-119
+    white = panel.min(-1) == 255
+    assert white[40:120, 40:120].all() and white.sum() == 80 * 80
+    assert (panel[~white] == viz.OUTSIDE).all()
+
+
+def _blend(gray: int, v: float) -> list[int]:
+    """What a map of relative value v does to a gray pixel: matplotlib's inferno colour at opacity 0.6 v."""
+    from matplotlib import colormaps
+
+    color = np.array(colormaps["inferno"](v)[:3]) * 255
+    return [int(c + 0.5) for c in gray + viz.MAP_ALPHA * v * (color - gray)]
+
+
+def test_map_is_transparent_where_zero_and_colours_each_cell():
     m = torch.zeros(2, 2)
-    m[1, 0] = 3.0  # bottom-left quarter of the image
-    viz._draw_map(ax, m)
-    rgb = viz.figure_to_rgb(fig).astype(int)
-    r, c = _display_rc(fig, ax, -0.5, 0.5, rgb.shape[0])
-    assert np.abs(rgb[r, c] - 128).max() > 40  # tinted
-    for x, y in ((0.5, 0.5), (-0.5, -0.5), (0.5, -0.5)):
-        r, c = _display_rc(fig, ax, x, y, rgb.shape[0])
-        assert np.abs(rgb[r, c] - 128).max() <= 1  # the image as it is
+    m[1, 0], m[0, 1] = 3.0, 1.5  # bottom-left cell at the max, top-right at half of it
+    panel = viz.image_panel(np.full((4, 4, 3), 128, np.uint8), m=m, size=160).astype(int)
+    assert (panel[80:, :80] == _blend(128, 1.0)).all()
+    assert (panel[:80, 80:] == _blend(128, 0.5)).all()
+    assert (panel[:80, :80] == 128).all() and (panel[80:, 80:] == 128).all()  # the image as it is
 
 
 def test_map_with_an_extent_covers_only_that_part_of_the_image():
-    fig = Figure(figsize=(2, 2), dpi=100)
-    ax = fig.add_axes((0, 0, 1, 1))
-    viz._image_panel(ax, np.full((4, 4, 3), 0.5), 1.0)
-    viz._draw_map(ax, torch.ones(1, 1), extent=(0.0, -1.0, 1.0, 0.0))  # the top-right quarter only
-    rgb = viz.figure_to_rgb(fig).astype(int)
-    r, c = _display_rc(fig, ax, 0.5, -0.5, rgb.shape[0])
-    assert np.abs(rgb[r, c] - 128).max() > 40
-    for x, y in ((-0.5, -0.5), (0.5, 0.5), (-0.5, 0.5)):
-        r, c = _display_rc(fig, ax, x, y, rgb.shape[0])
-        assert np.abs(rgb[r, c] - 128).max() <= 1
+    panel = viz.image_panel(np.full((4, 4, 3), 128, np.uint8), m=torch.ones(1, 1), extent=(0.0, -1.0, 1.0, 0.0),
+                            size=160).astype(int)  # the top-right quarter only
+    assert (panel[:80, 80:] == _blend(128, 1.0)).all()
+    panel[:80, 80:] = 128
+    assert (panel == 128).all()
 
 
 def test_pham_and_dham_maps_span_their_cells_not_the_whole_image():
@@ -145,57 +147,111 @@ def test_pham_and_dham_maps_span_their_cells_not_the_whole_image():
     assert viz.subset(att, 1).map_extent == att.map_extent and att.detach_cpu().map_extent == att.map_extent
 
 
-def test_steps_are_numbered_in_order_and_one_step_is_not():
-    fig = Figure()
-    ax = fig.add_subplot()
-    att = fake("ram", b=1, steps=5)
-    viz._draw_boxes(ax, att.boxes[0], 5)
-    assert [t.get_text() for t in ax.texts] == ["1", "2", "3", "4", "5"]
-    assert len(ax.patches) == 5 * 3  # every scale of every step
-    fig2 = Figure()
-    ax2 = fig2.add_subplot()
-    viz._draw_boxes(ax2, fake("dham", b=1).boxes[0], 1)
-    assert len(ax2.texts) == 0 and len(ax2.patches) == 1
+def test_steps_are_coloured_and_numbered_in_order_and_one_step_is_not():
+    colors = viz.step_colors(3)
+    assert colors == [(0, 255, 255), (128, 127, 255), (255, 0, 255)]  # matplotlib's 'cool': cyan to magenta
+    assert viz.step_colors(1) == [viz.ONE_STEP_COLOR]
+    boxes = torch.tensor([[[-0.9, -0.5, -0.5, -0.1]], [[-0.2, -0.5, 0.2, -0.1]], [[0.5, 0.5, 0.9, 0.9]]])  # (3, 1, 4)
+    pic = Image.fromarray(np.zeros((160, 160, 3), np.uint8))
+    viz.draw_boxes(pic, boxes, 3)
+    rgb = np.asarray(pic)
+    for t, box in enumerate(boxes[:, 0].tolist()):
+        left, top, right, bottom = viz.box_pixels(box, 1.0)
+        assert rgb[bottom, (left + right) // 2].tolist() == list(colors[t])  # the bottom edge in the step's colour
+        label = rgb[top - 12:top, left:left + 8].reshape(-1, 3).tolist()  # the number's tag sits on the corner
+        assert list(colors[t]) in label and [0, 0, 0] in label  # a black digit on the step's colour
+    pic = Image.fromarray(np.zeros((160, 160, 3), np.uint8))
+    viz.draw_boxes(pic, boxes[:1], 1)  # one step: the box alone, no number, no dot
+    drawn = np.asarray(pic).max(-1) > 0
+    left, top, right, bottom = viz.box_pixels(boxes[0, 0].tolist(), 1.0)
+    assert drawn.sum() == drawn[top:bottom + 1, left:right + 1].sum() == 2 * (right - left + 1 + bottom - top + 1) * 2 - 16
 
 
-def test_boxes_that_leave_the_image_widen_the_axes():
-    att = fake("dham", b=1)
-    att.boxes = torch.tensor([[[[-1.3, -0.2, 0.2, 1.3]]]])
-    assert viz._limits(att, 0) == pytest.approx(1.3 * 1.03)
-    att.boxes = torch.tensor([[[[-5.0, -5.0, 5.0, 5.0]]]])
-    assert viz._limits(att, 0) == 1.6
+def test_current_step_bold_earlier_steps_thin():
+    boxes = torch.tensor([[[-0.9, -0.9, -0.1, -0.1]], [[0.1, 0.1, 0.9, 0.9]]])  # (2, 1, 4)
+    pic = Image.fromarray(np.zeros((160, 160, 3), np.uint8))
+    viz.draw_boxes(pic, boxes, 2, current=1)
+    rgb = np.asarray(pic).astype(int)
+    left, top, right, bottom = viz.box_pixels(boxes[0, 0].tolist(), 1.0)
+    mid = (top + bottom) // 2
+    assert rgb[mid, left + 1].tolist() == [0, 0, 0]  # thin: one pixel
+    assert rgb[mid, left].tolist() == [round(c * 0.6) for c in viz.step_colors(2)[0]]  # and faded (60% opacity)
+    left, top, right, bottom = viz.box_pixels(boxes[1, 0].tolist(), 1.0)
+    mid = (top + bottom) // 2
+    assert rgb[mid, left].tolist() == rgb[mid, left + 1].tolist() == list(viz.step_colors(2)[1])
 
 
-# --- figures ---------------------------------------------------------------------------------
+def test_view_is_enlarged_into_the_middle_of_its_panel_and_framed_in_its_colour():
+    view = np.zeros((2, 4, 3))
+    view[:, 2:] = 1.0  # right half white
+    panel = viz.view_panel(view, (255, 0, 0), size=46)  # 4 px wide at 10 px per view pixel: 40 x 20, centered
+    rgb = np.asarray(panel)
+    assert (rgb[13:33, 3:23] == 0).all() and (rgb[13:33, 23:43] == 255).all()
+    frame = np.zeros((46, 46), bool)
+    frame[11:35, 1:45] = True
+    frame[13:33, 3:43] = False
+    assert (rgb[frame] == [255, 0, 0]).all()
+    assert (rgb[~frame & ~np.pad(np.ones((20, 40), bool), ((13, 13), (3, 3)))] == 255).all()  # white around
+
+
+def test_panels_give_each_image_pixel_whole_pixels_where_that_fits():
+    sizes = {side: viz.panel_size(Attention(images=torch.zeros(1, 1, side, side), probs=torch.ones(1, 1, 1)))
+             for side in (28, 32, 40, 60, 100, 120, 224)}
+    assert sizes == {28: 112, 32: 128, 40: 120, 60: 120, 100: viz.PANEL, 120: 120, 224: viz.PANEL}
+    assert viz.panel_size(Attention(images=torch.zeros(1, 1, 20, 30), probs=torch.ones(1, 1, 1))) == 120
+
+
+# --- pictures --------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind,cols,acc_row", [("dham", 3, 0), ("ram", 1 + 4, 1), ("pham", 1 + 4, 1), ("han", 2, 0)])
 def test_grid_has_a_row_per_image_and_the_panels_of_each_model(kind, cols, acc_row):
-    fig = viz.attention_grid(fake(kind, b=3), max_images=2)
-    assert len(fig.axes) == 2 * cols + acc_row
-    rgb = viz.figure_to_rgb(fig)
+    att = fake(kind, b=3)
+    assert len(viz._columns(att)) == cols
+    rgb = np.asarray(viz.attention_grid(att, max_images=2))
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+    p = viz.panel_size(att)
+    assert rgb.shape[1] == 2 * viz.MARGIN + cols * (p + viz.GAP) - viz.GAP
+    caption = 2 * (viz.SMALL + 2) if kind == "han" else 0  # HAN's questions take two lines under the image
+    row = viz.TITLE + p + caption + viz.GAP
+    assert rgb.shape[0] == 2 * viz.MARGIN + 2 * row + acc_row * (round(0.9 * p) + viz.TITLE)
+    first = rgb[viz.MARGIN + viz.TITLE:viz.MARGIN + viz.TITLE + p, viz.MARGIN:viz.MARGIN + p]
+    expected = viz.image_panel(viz._uint8(viz.image_rgb(att.images[:1]))[0], viz._limits(att, 0), size=p)
+    if att.boxes is None:
+        assert np.array_equal(first, expected)  # the overview panel is the image panel
+    else:
+        assert (first == expected).all(-1).mean() > 0.5  # the image panel with boxes drawn over it
 
 
 def test_grid_titles_show_prediction_confidence_and_correctness():
     att = fake("dham", b=2)
     att.probs = torch.tensor([[[0.1, 0.9] + [0.0] * 8]] * 2)  # predicts 1 with 90%
     att.labels = torch.tensor([1, 0])
-    fig = viz.attention_grid(att, class_names=["zero", "one"] + [str(i) for i in range(2, 10)])
-    overview = [ax for ax in fig.axes if ax.get_title().startswith("pred")]
-    assert [ax.get_title() for ax in overview] == ["pred one (90%) / one", "pred one (90%) / zero"]
-    assert overview[0].title.get_color() == viz.RIGHT and overview[1].title.get_color() == viz.WRONG
+    titles = viz.panel_titles(att, class_names=["zero", "one"] + [str(i) for i in range(2, 10)])
+    assert titles[0] == [("pred one (90%) / one", viz.RIGHT), ("pmf", viz.BLACK), ("view", viz.BLACK)]
+    assert titles[1][0] == ("pred one (90%) / zero", viz.WRONG)
+    rgb = np.asarray(viz.attention_grid(att))
+    p = viz.panel_size(att)
+    row = viz.TITLE + p + viz.GAP
+    for i, color in enumerate((viz.RIGHT, viz.WRONG)):
+        band = rgb[viz.MARGIN + i * row:viz.MARGIN + i * row + viz.TITLE, viz.MARGIN:viz.MARGIN + p]
+        darkest = band.reshape(-1, 3)[band.reshape(-1, 3).astype(int).sum(1).argmin()]  # the text's core
+        assert np.abs(darkest.astype(int) - color).max() < 60
+    steps = viz.panel_titles(fake("pham", b=1, steps=2))[0]
+    assert [t.split(" -> ")[0] for t, _ in steps[1:]] == ["1: EIG", "2: EIG"]
 
 
 def test_fields_with_fewer_steps_than_the_probabilities_still_draw():
     att = fake("ram", b=2, steps=3)
     att.maps = torch.rand(2, 1, 5, 5)  # one map for a 3-step model
     att.boxes = att.boxes[:, :2]      # boxes for 2 of the 3 steps
-    assert len(viz.attention_grid(att).axes) == 2 * 2 + 1
+    assert viz._columns(att) == [("overview",), ("map", 0)]
+    assert np.asarray(viz.attention_grid(att)).shape[1] == 2 * viz.MARGIN + 2 * (viz.panel_size(att) + viz.GAP) - viz.GAP
     assert len(viz.step_frames(att)) == 3
 
 
 def test_no_accuracy_row_without_labels():
-    fig = viz.attention_grid(fake("ram", b=2, labels=False))
-    assert len(fig.axes) == 2 * 5
+    att = fake("ram", b=2, labels=False)
+    rgb = np.asarray(viz.attention_grid(att))
+    assert rgb.shape[0] == 2 * viz.MARGIN + 2 * (viz.TITLE + viz.panel_size(att) + viz.GAP)
     with pytest.raises(ValueError, match="needs labels"):
         viz.step_accuracy_figure(fake("ram", labels=False))
 
@@ -206,8 +262,13 @@ def test_step_accuracy_plot_follows_the_probabilities():
     att.probs = torch.zeros(2, 3, 10)
     att.probs[0, :, 0] = 1.0                      # image 0 right at every step
     att.probs[1, 0, 0] = att.probs[1, 1:, 1] = 1.0  # image 1 right from step 2
-    line = viz.step_accuracy_figure(att).axes[0].lines[0]
-    assert line.get_xdata().tolist() == [1, 2, 3] and line.get_ydata().tolist() == [0.5, 1.0, 1.0]
+    rgb = np.asarray(viz.step_accuracy_figure(att))
+    points = [viz.plot_xy(t, a, 3, rgb.shape[1], rgb.shape[0]) for t, a in ((1, 0.5), (2, 1.0), (3, 1.0))]
+    for x, y in points:
+        assert rgb[round(y), round(x)].tolist() == list(viz.LINE)  # a dot at each step's accuracy
+    low, high = viz.plot_xy(1, 0.0, 3, 400, 240)[1], viz.plot_xy(1, 1.0, 3, 400, 240)[1]
+    assert points[0][1] == pytest.approx((low + high) / 2) and points[1][1] == points[2][1] == pytest.approx(high)
+    assert points[0][0] < points[1][0] < points[2][0]
 
 
 def test_captions_name_prediction_label_and_question():
@@ -223,15 +284,36 @@ def test_rows_and_frames():
     assert len(viz.step_frames(fake("dham"))) == 1
 
 
-def test_save_png_and_gif(tmp_path):
-    viz.save_attention(fake("ram", steps=3), tmp_path / "a.png")
-    assert Image.open(tmp_path / "a.png").format == "PNG"
-    viz.save_attention(fake("ram", steps=3), tmp_path / "sub" / "a.gif")
+def test_the_same_attention_draws_the_same_pixels():
+    for kind in ("dham", "ram", "pham", "han"):
+        att = fake(kind)
+        assert np.array_equal(np.asarray(viz.attention_grid(att)), np.asarray(viz.attention_grid(att)))
+
+
+def test_save_png_gif_pdf_and_svg(tmp_path):
+    att = fake("ram", steps=3)
+    viz.save_attention(att, tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as png:
+        assert png.format == "PNG" and np.array_equal(np.asarray(png.convert("RGB")),
+                                                      np.asarray(viz.attention_grid(att)))
+    viz.save_attention(att, tmp_path / "sub" / "a.gif")
     with Image.open(tmp_path / "sub" / "a.gif") as gif:
         assert gif.format == "GIF" and gif.n_frames == 3
     viz.save_attention(fake("han"), tmp_path / "h.gif")  # one-step models: a one-frame GIF
     with Image.open(tmp_path / "h.gif") as gif:
         assert gif.n_frames == 1
+    viz.save_attention(att, tmp_path / "a.pdf")
+    assert (tmp_path / "a.pdf").read_bytes()[:5] == b"%PDF-"
+    viz.save_attention(att, tmp_path / "a.svg")
+    svg = (tmp_path / "a.svg").read_text()
+    import base64
+    import io
+    import re
+    w, h = viz.attention_grid(att).size
+    assert svg.startswith(f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}"')
+    embedded = base64.b64decode(re.search(r"base64,([^\"]+)", svg).group(1))
+    with Image.open(io.BytesIO(embedded)) as png:
+        assert np.array_equal(np.asarray(png.convert("RGB")), np.asarray(viz.attention_grid(att)))
     with pytest.raises(ValueError, match="use .gif"):
         viz.save_attention(fake("dham"), tmp_path / "a.bmp")
 
@@ -330,3 +412,17 @@ def test_save_gif_writes_to_a_file_object():
     buf.seek(0)
     with Image.open(buf) as im:
         assert im.format == "GIF" and im.n_frames == 2 and im.size == (6, 4)
+
+
+def test_a_diverged_model_still_draws():
+    att = fake("pham", b=2, steps=3)
+    att.boxes[0, 1] = float("nan")  # step 2 of image 0 diverged
+    att.maps[0, 2] = float("nan")
+    att.maps[1, 0, 0, 0] = float("inf")
+    rgb = np.asarray(viz.attention_grid(att))
+    clean = fake("pham", b=2, steps=3)
+    assert rgb.shape == np.asarray(viz.attention_grid(clean)).shape
+    lim = viz._limits(att, 0)
+    p = viz.panel_size(att)
+    panel = viz.image_panel(viz._uint8(viz.image_rgb(att.images[:1]))[0], lim, att.maps[0, 2], att.map_extent, p)
+    assert np.array_equal(panel, viz.image_panel(viz._uint8(viz.image_rgb(att.images[:1]))[0], lim, size=p))
