@@ -80,7 +80,7 @@ class PHAM(AttentionModel):
         flow_transforms: spline-flow layers of the encoder.
         flow_bins: spline bins per flow layer.
         flow_hidden: hidden widths of each flow layer's conditioner.
-        decoder_channels: channels of the feature decoder (default: feature_size).
+        decoder_channels: channels of the feature decoder's 3x3 convs (default: feature_size // 2; was feature_size).
         decoder_layers: 3x3 conv layers of the feature decoder.
         classifier_dropout: dropout before the classifier, in [0, 1).
         phase: training phase 1, 2, 3 (``all`` runs the three through experiment.fit).
@@ -142,7 +142,7 @@ class PHAM(AttentionModel):
             self.rnn = Recurrent(feature_size, hidden_size)                                               # R
             self.classifier = Classifier(hidden_size, num_classes, classifier_dropout)                    # C
         self.vae = PartialVAE(hidden_size, latent_size, feature_size, self.grid.shape, flow_transforms,  # S, D
-                              flow_bins, flow_hidden, decoder_channels or feature_size, decoder_layers)
+                              flow_bins, flow_hidden, decoder_channels or max(1, feature_size // 2), decoder_layers)
         self.register_buffer("centers", self.grid.centers(), persistent=False)  # (N, 2)
         self.register_buffer("cell_boxes", self.grid.boxes(), persistent=False)  # (N, 4)
 
@@ -198,17 +198,21 @@ class PHAM(AttentionModel):
         if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
             raise ConfigError(f"--init_from={path} holds no state_dict; pass a .ckpt written by --model=pham")
         own = self.state_dict()
+        # phase 3 continues phase 2's Partial VAE; phases 1 and 2 take F, R, C only (phase 1 never trains the
+        # Partial VAE, so phase 2 starts its own, whatever its sizes)
         needed = [k for k in own if self.phase == 3 or not k.startswith("vae.")]
         missing = [k for k in needed if k not in state]
         if missing:
             raise ConfigError(f"--init_from={path} lacks {len(missing)} weights of this model (e.g. {missing[0]}); "
                              f"pass a checkpoint of {prev} of --model=pham")
-        wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
+        wrong = [k for k in needed if state[k].shape != own[k].shape]
         if wrong:
             k = wrong[0]
+            sizes = ("--decoder_channels, --decoder_layers (the default width was feature_size before issue 15)"
+                     if k.startswith("vae.decoder.") else "--feature_size, --hidden_size, --latent_size, ...")
             raise ConfigError(f"--init_from={path}: {k} is {tuple(state[k].shape)}, this model needs {tuple(own[k].shape)}; "
-                             f"use the same sizes (--feature_size, --hidden_size, --latent_size, ...) as {prev}")
-        self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+                             f"use the same sizes ({sizes}) as {prev}")
+        self.load_state_dict({k: state[k] for k in needed}, strict=False)
         self._init_loaded = True
 
     # --- the episode -------------------------------------------------------------------------
