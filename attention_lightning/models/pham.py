@@ -226,6 +226,10 @@ class PHAM(AttentionModel):
         """T glimpses of (B, C, H, W) images chosen by ``policy`` ("eig" | "random"), with the ELBO terms if asked."""
         if policy not in ("eig", "random"):
             raise ValueError(f"policy {policy!r} is not one of eig, random")
+        with self.vae.encoder.masks_applied():  # the flow's masked weights once per episode, not once per step
+            return self._rollout(images, policy, samples, elbo)
+
+    def _rollout(self, images: Tensor, policy: str, samples: int, elbo: bool) -> Rollout:
         b, n = images.shape[0], self.grid.cells
         h = images.new_zeros(b, self.rnn.hidden)
         visited = torch.zeros(b, n, dtype=torch.bool, device=images.device)

@@ -12,7 +12,8 @@ in float32 even under autocast.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 
 import torch
@@ -70,6 +71,23 @@ class FlowEncoder(nn.Module):
         self.flow = zuko.flows.MAF(latent, context=context, transforms=transforms, univariate=partial(Spline, slope=1e-3),
                                    shapes=[(bins,), (bins,), (bins - 1,)],
                                    hidden_features=tuple(int(x) for x in flow_hidden))
+
+    @contextmanager
+    def masks_applied(self) -> Iterator[None]:
+        """Within the block each masked layer of the flow's conditioners uses ``mask * weight`` formed once, on entry.
+
+        zuko forms it at every call (and masks the gradient at every call of the backward); an episode calls the
+        flow at each of its T steps with the same weights. Gradients reach the weights as before when the block
+        is entered with gradients enabled; the weights must not change inside it.
+        """
+        layers = [m for m in self.flow.modules() if isinstance(m, zuko.nn.MaskedLinear)]
+        for m in layers:
+            m.forward = partial(F.linear, weight=m.mask * m.weight, bias=m.bias)  # shadows MaskedLinear.forward
+        try:
+            yield
+        finally:
+            for m in layers:
+                del m.forward
 
     def transform(self, eps: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
         """z = T(eps; context) and log |det dz/d eps|, for eps (..., Z) and context (..., Ctx), in float32."""

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import zuko
+from torch import Tensor
 from torch.autograd.functional import jacobian
 
 
@@ -70,6 +71,30 @@ def test_flow_equals_zuko_nsf_with_the_same_weights_values_and_gradients():
     torch.testing.assert_close(gx, gx_ref, rtol=1e-10, atol=1e-10)
     for g, g_ref in zip(gp, gp_ref):
         torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9)
+
+
+def test_masks_formed_once_give_the_same_flow_and_gradients_and_are_dropped_on_exit():
+    enc = rough_flow(latent=6, context=3, transforms=2)
+    ctx, eps = torch.randn(8, 3), torch.randn(8, 6)
+
+    def run() -> tuple[Tensor, Tensor, list[Tensor]]:
+        enc.zero_grad()
+        z, ladj = enc.transform(eps, ctx)
+        z2, _ = enc.transform(eps + 1, ctx)  # two calls inside one block share the masked weights
+        (z.sum() + ladj.sum() + z2.pow(2).sum()).backward()
+        return z.detach(), ladj.detach(), [p.grad.clone() for p in enc.flow.parameters()]
+
+    plain = run()
+    with enc.masks_applied():
+        once = run()
+    torch.testing.assert_close(once[0], plain[0], rtol=0, atol=0)
+    torch.testing.assert_close(once[1], plain[1], rtol=0, atol=0)
+    for g, g_ref in zip(once[2], plain[2]):
+        torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-6)
+    # after the block the layers form their masked weights afresh: a changed weight shows
+    with torch.no_grad():
+        next(enc.flow.parameters()).add_(1.0)
+    assert not torch.equal(enc.transform(eps, ctx)[0], plain[0])
 
 
 def test_encoder_density_is_base_gaussian_minus_log_det():
