@@ -15,15 +15,22 @@ shape, not its content, so no dataset is needed. On a shared machine, pin the th
 (``OMP_NUM_THREADS=1``) and compare ratios taken in the same run; ``--repeats`` alternates the phases
 several times and reports the medians.
 
+``--against=DIR`` times another source tree's phases in the same run (e.g. a worktree of an older commit:
+``git worktree add ../old 8665b53``): each repeat runs this tree's script and then DIR's
+``benchmarks/pham_phases.py`` in fresh processes, one after the other, and the table gives both medians and
+the speed-up (DIR's step time over this tree's), phase by phase.
+
     OMP_NUM_THREADS=1 python benchmarks/pham_phases.py [--sizes=32,64] [--steps=10] [--warmup=3]
         [--repeats=1] [--batch_size=64] [--config=configs/pham_digits32.yaml]
-        [--json=benchmarks/results/pham_phases.json] [--accelerator=cpu]
+        [--json=benchmarks/results/pham_phases.json] [--accelerator=cpu] [--against=../old]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -65,6 +72,51 @@ def save_phase1_weights(flags: dict[str, Any], path: Path) -> str:
     return str(path)
 
 
+def against(args: argparse.Namespace, other: Path) -> None:
+    """Alternate this tree's script and ``other``'s, one process each per repeat, and print both and the speed-up."""
+    script = Path("benchmarks") / "pham_phases.py"
+    if not (other / script).is_file():
+        raise SystemExit(f"--against={other}: no {script} there; pass the root of a source tree of this "
+                         f"project (e.g. a worktree of the commit to compare with)")
+    trees = {"this": ROOT, "against": other.resolve()}
+    config = Path(args.config).resolve()
+    # a preset inside this tree is read from each tree's own copy (the other tree may not know newer flags)
+    config = config.relative_to(ROOT) if config.is_relative_to(ROOT) else config
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):
+            for name, tree in trees.items():
+                out = Path(tmp) / f"{name}_{r}.json"
+                cmd = [sys.executable, str(tree / script), f"--sizes={args.sizes}",
+                       f"--config={config}", f"--steps={args.steps}", f"--warmup={args.warmup}",
+                       "--repeats=1", f"--batch_size={args.batch_size}", f"--accelerator={args.accelerator}",
+                       f"--json={out}"]
+                done = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"{tree / script} failed:\n{done.stderr[-2000:]}")
+                runs[name].append(json.loads(out.read_text()))
+                print(f"repeat {r + 1}/{args.repeats}: {name} ({tree}) done", flush=True)
+    rows = []
+    print(f"{'canvas':>6} {'phase':>5} {'this ms':>9} {'against ms':>10} {'speed-up':>8}   "
+          f"(medians of {args.repeats} alternating runs; speed-up = against / this)")
+    for i, size in enumerate(int(s) for s in args.sizes.split(",") if s):
+        for phase in PHASES:
+            key = f"phase{phase}_step_ms"
+            ms = {name: [run["results"][i][key] for run in runs[name]] for name in trees}
+            med = {name: statistics.median(v) for name, v in ms.items()}
+            rows.append({"canvas": size, "phase": phase, "this_ms": med["this"], "against_ms": med["against"],
+                         "speedup": med["against"] / med["this"], "this_runs_ms": ms["this"],
+                         "against_runs_ms": ms["against"]})
+            print(f"{size:>6} {phase:>5} {med['this']:>9.1f} {med['against']:>10.1f} "
+                  f"{med['against'] / med['this']:>7.2f}x", flush=True)
+    out = {"device": runs["this"][0]["device"], "threads": runs["this"][0]["threads"], "config": Path(args.config).name,
+           "against": str(trees["against"]), "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+           "batch_size": args.batch_size, "results": rows}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.json}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="32,64", help="comma-separated canvas sides")
@@ -75,7 +127,11 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--accelerator", default="cpu")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "pham_phases.json"))
+    ap.add_argument("--against", default=None,
+                    help="another source tree to time in the same run, alternating with this one")
     args = ap.parse_args()
+    if args.against:
+        return against(args, Path(args.against))
     config = Path(args.config)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     rows = []

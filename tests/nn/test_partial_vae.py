@@ -2,6 +2,8 @@ import math
 
 import pytest
 import torch
+import zuko
+from torch import Tensor
 from torch.autograd.functional import jacobian
 
 
@@ -46,6 +48,53 @@ def test_every_flow_layer_is_autoregressive_with_no_leak_across_dimensions():
         # triangular once dimensions are sorted by the layer's order
         perm = torch.argsort(order)
         assert torch.equal(jac[perm][:, perm].triu(1), torch.zeros(6, 6))
+
+
+def test_flow_equals_zuko_nsf_with_the_same_weights_values_and_gradients():
+    # our spline takes the bin softmax bins-first (faster on CPU); the flow must stay zuko's NSF: same
+    # state_dict keys, and the same z, log-det and gradients up to rounding (float64 here), splines far from identity
+    enc = rough_flow(latent=6, context=3, transforms=3).double()
+    ref = zuko.flows.NSF(6, context=3, transforms=3, bins=5, hidden_features=(16, 16)).double()
+    assert set(ref.state_dict()) == set(enc.flow.state_dict())
+    ref.load_state_dict(enc.flow.state_dict())
+    ctx, eps = torch.randn(64, 3).double(), 2.5 * torch.randn(64, 6).double()  # some beyond the spline's [-5, 5]
+    outs = []
+    for flow in (enc.flow, ref):
+        x = eps.clone().requires_grad_(True)
+        z, ladj = flow.transform(ctx).call_and_ladj(x)
+        (z.sin().sum() + ladj.sum()).backward()
+        outs.append((z.detach(), ladj.detach(), x.grad, [q.grad.clone() for q in flow.parameters()]))
+    (z, ladj, gx, gp), (z_ref, ladj_ref, gx_ref, gp_ref) = outs
+    assert (z - eps).abs().max() > 0.5 and ladj.abs().max() > 1  # the splines do bend
+    torch.testing.assert_close(z, z_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ladj, ladj_ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-10, atol=1e-10)
+    for g, g_ref in zip(gp, gp_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9)
+
+
+def test_masks_formed_once_give_the_same_flow_and_gradients_and_are_dropped_on_exit():
+    enc = rough_flow(latent=6, context=3, transforms=2)
+    ctx, eps = torch.randn(8, 3), torch.randn(8, 6)
+
+    def run() -> tuple[Tensor, Tensor, list[Tensor]]:
+        enc.zero_grad()
+        z, ladj = enc.transform(eps, ctx)
+        z2, _ = enc.transform(eps + 1, ctx)  # two calls inside one block share the masked weights
+        (z.sum() + ladj.sum() + z2.pow(2).sum()).backward()
+        return z.detach(), ladj.detach(), [p.grad.clone() for p in enc.flow.parameters()]
+
+    plain = run()
+    with enc.masks_applied():
+        once = run()
+    torch.testing.assert_close(once[0], plain[0], rtol=0, atol=0)
+    torch.testing.assert_close(once[1], plain[1], rtol=0, atol=0)
+    for g, g_ref in zip(once[2], plain[2]):
+        torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-6)
+    # after the block the layers form their masked weights afresh: a changed weight shows
+    with torch.no_grad():
+        next(enc.flow.parameters()).add_(1.0)
+    assert not torch.equal(enc.transform(eps, ctx)[0], plain[0])
 
 
 def test_encoder_density_is_base_gaussian_minus_log_det():
