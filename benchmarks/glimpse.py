@@ -4,7 +4,9 @@
 
 The naive reference loops over the batch and the scales in Python and area-averages each patch with two
 small matrices of pixel coverage (exact for any real location, zero outside), as a per-sample port would.
-Prints both timings (ms per call) and the ratio, for batch 32/128/512 and depth 1/3/4.
+Prints both timings (ms per call) and the ratio, for batch 32/128/512 and depth 1/3/4, and the sensor's
+time with its cell geometry in float32 instead of the default float64 (slow on most consumer GPUs),
+with the largest difference that makes.
 """
 from __future__ import annotations
 
@@ -60,7 +62,8 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"device={args.device} threads={torch.get_num_threads()} image={args.image}x{args.image} "
           f"glimpse={args.size} scale=2")
-    print(f"{'batch':>6} {'depth':>6} {'batched ms':>11} {'naive ms':>10} {'ratio':>7} {'max |diff|':>11}")
+    print(f"{'batch':>6} {'depth':>6} {'batched ms':>11} {'naive ms':>10} {'ratio':>7} {'max |diff|':>11}"
+          f" {'f32 geom ms':>12} {'f64/f32':>8} {'f32 |diff|':>11}")
     for batch in (32, 128, 512):
         for depth in (1, 3, 4):
             images = torch.rand(batch, 1, args.image, args.image, device=args.device)
@@ -69,8 +72,12 @@ def main() -> None:
             slow = timed(lambda: naive_glimpse(images, loc, args.size, depth, 2.0), max(1, args.repeats // 2),
                          args.device)
             diff = (glimpse(images, loc, args.size, depth, 2.0) - naive_glimpse(images, loc, args.size, depth, 2.0))
+            f32 = timed(lambda: glimpse(images, loc, args.size, depth, 2.0, geometry=torch.float32), args.repeats,
+                        args.device)
+            d32 = glimpse(images, loc, args.size, depth, 2.0, geometry=torch.float32) - glimpse(
+                images, loc, args.size, depth, 2.0)
             print(f"{batch:>6} {depth:>6} {fast:>11.2f} {slow:>10.2f} {slow / fast:>6.1f}x "
-                  f"{diff.abs().max().item():>11.2e}")
+                  f"{diff.abs().max().item():>11.2e} {f32:>12.3f} {fast / f32:>7.2f}x {d32.abs().max().item():>11.2e}")
 
 
 if __name__ == "__main__":

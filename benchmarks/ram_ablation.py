@@ -8,6 +8,10 @@ digits; the 1,000 embedded test digits are only read with ``--test`` (final runs
     python benchmarks/ram_ablation.py run --configs old,new --seeds 0,1,2 --epochs 40 --test
     python benchmarks/ram_ablation.py table                 # the markdown table from the CSV
 
+An epoch is one pass over the 3,600 training digits (28 steps of 128) unless ``--epoch_images`` says otherwise:
+``--epoch_images=54000`` makes an epoch as long as the port's on full MNIST (422 steps of 128; the embedded
+digits are dealt again in a fresh order whenever they run out), so epoch counts compare at equal steps.
+
 Each config is the old default (``old``) with one change; ``new`` is ``configs/ram_mnist.yaml`` (the new
 defaults with inputs normalized by MNIST's mean and std); ``port`` is the most used port's choices; ``new/std=0.05``
 (any ``key=value`` after slashes) is the preset with those changes.
@@ -99,19 +103,26 @@ def evaluate(model: RAM, x: torch.Tensor, y: torch.Tensor, mc: int) -> tuple[flo
     return greedy, (probs.argmax(-1) == y).float().mean().item()
 
 
-def run(name: str, seed: int, epochs: int, batch_size: int, test: bool, out: Path) -> None:
+def batches(n: int, batch_size: int, epoch_images: int, gen: torch.Generator):
+    """Index batches for one epoch of ``epoch_images`` images (or one pass over ``n``): fresh orders of all n."""
+    total = epoch_images or n
+    order = torch.cat([torch.randperm(n, generator=gen) for _ in range(-(-total // n))])[:total]
+    return order.split(batch_size)
+
+
+def run(name: str, seed: int, epochs: int, batch_size: int, test: bool, out: Path, epoch_images: int = 0) -> None:
     torch.manual_seed(seed)
     (xt, yt), (xv, yv), (xs, ys) = data()
     settings = {"glimpses": 6, "glimpse_size": 8, "depth": 1, **config(name)}
     model = RAM(num_classes=10, image_size=(28, 28), **settings)
-    steps_per_epoch = -(-len(yt) // batch_size)
+    steps_per_epoch = -(-(epoch_images or len(yt)) // batch_size)
     conf = model.optimizer_for(epochs * steps_per_epoch)
     opt, sched = (conf, None) if isinstance(conf, torch.optim.Optimizer) else (conf["optimizer"], conf["lr_scheduler"]["scheduler"])
     gen = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     rows: list[dict] = []
     for epoch in range(1, epochs + 1):
-        for idx in torch.randperm(len(yt), generator=gen).split(batch_size):
+        for idx in batches(len(yt), batch_size, epoch_images, gen):
             terms = model.episode_losses(model.rollout(xt[idx], sample=True), yt[idx])
             loss = sum(terms.values())
             opt.zero_grad()
@@ -172,6 +183,8 @@ def main() -> None:
     r.add_argument("--batch_size", type=int, default=128)
     r.add_argument("--test", action="store_true", help="also evaluate the test digits at 5/10/20/40 epochs")
     r.add_argument("--out", type=Path, default=RESULTS)
+    r.add_argument("--epoch_images", type=int, default=0,
+                   help="training images per epoch (default: one pass over the digits; 54000: the port's MNIST epoch)")
     t = sub.add_parser("table")
     t.add_argument("--csv", type=Path, default=RESULTS)
     t.add_argument("--split", default="val")
@@ -184,7 +197,7 @@ def main() -> None:
                 raise SystemExit(f"unknown config {name!r}; use one of {', '.join(CONFIGS)}")
         for name in a.configs.split(","):
             for seed in (int(s) for s in a.seeds.split(",")):
-                run(name, seed, a.epochs, a.batch_size, a.test, a.out)
+                run(name, seed, a.epochs, a.batch_size, a.test, a.out, a.epoch_images)
     else:
         print(table(a.csv, a.split, [int(e) for e in a.epochs.split(",")]))
 

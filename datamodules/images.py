@@ -102,22 +102,24 @@ class Augment:
         self.shift = (-mean / std)[:, None, None]          # (3, 1, 1)
 
     def __call__(self, pixels: np.ndarray) -> torch.Tensor:
-        x = np.asarray(pixels)  # (B, H, W, 3) uint8, owned by the caller's fresh batch
+        x = np.asarray(pixels)  # (B, H, W, 3) uint8
         b, h, w, _ = x.shape
         p = self.padding
+        # channels first before cropping, so that every later copy reads and writes contiguous rows
+        padded = np.empty((b, 3, h + 2 * p, w + 2 * p), dtype=np.uint8)  # (B, 3, H + 2p, W + 2p)
         if p > 0:
-            padded = np.zeros((b, h + 2 * p, w + 2 * p, 3), dtype=np.uint8)  # (B, H + 2p, W + 2p, 3)
-            padded[:, p:p + h, p:p + w] = x
-            windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(1, 2))  # (B, 2p+1, 2p+1, 3, H, W)
+            padded[:, :, :p], padded[:, :, -p:], padded[:, :, :, :p], padded[:, :, :, -p:] = 0, 0, 0, 0
+        padded[:, :, p:p + h, p:p + w] = x.transpose(0, 3, 1, 2)
+        if p > 0:
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))  # (B, 3, 2p+1, 2p+1, H, W)
             dy, dx = torch.randint(0, 2 * p + 1, (2, b)).numpy()  # (B,), (B,)
-            x = windows[np.arange(b), dy, dx]  # (B, 3, H, W), a new array
+            x = windows[np.arange(b), :, dy, dx]  # (B, 3, H, W), a new contiguous array
         else:
-            x = x.transpose(0, 3, 1, 2)  # (B, 3, H, W), a view
+            x = padded
         if self.hflip:
             flip = (torch.rand(b) < 0.5).numpy()  # (B,)
-            x[flip] = x[flip][..., ::-1]
-        out = torch.from_numpy(x.astype(np.float32, order="C"))  # (B, 3, H, W) levels 0..255, contiguous
-        return out.mul_(self.scale).add_(self.shift)  # (level / 255 - mean) / std
+            x[flip] = x[flip, :, :, ::-1]
+        return torch.from_numpy(x).float().mul_(self.scale).add_(self.shift)  # (level / 255 - mean) / std
 
 
 class ImageBatch:

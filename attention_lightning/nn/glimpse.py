@@ -24,7 +24,7 @@ cell integral is separable: cell (r, q) = sum_jk a_rj * x_jk * b_qk, where a_rj 
 of row cell r (column cell q) inside window pixel j (k), i.e. clamp(e_{r+1} - j, 0, 1) -
 clamp(e_r - j, 0, 1) with e the cell edges relative to the window. That is exact for any cell width
 (integer or not, e.g. scale 1.5) and any real location, and is two small batched matmuls per scale:
-O(C * size * s_i^2) per glimpse, whatever H and W are. Weights are formed in float64 and applied in
+O(C * size * s_i^2) per glimpse, whatever H and W are. Weights are formed in float64 (``geometry``) and applied in
 the image's precision (at least float32; float64 images stay float64); all sums are local, so no large
 totals are differenced. Differentiable w.r.t. the image (the gather's backward scatters into it).
 """
@@ -54,7 +54,7 @@ def _check(size: int, depth: int, scale: float) -> None:
 def _window(start: Tensor, cell: float, size: int, extent: int) -> tuple[Tensor, Tensor]:
     """Window offsets (B,) and cell weights (B, size, n) along one axis of ``extent`` pixels.
 
-    ``size`` cells of width ``cell`` start at ``start`` (B,) (pixel units, float64). The patch touches
+    ``size`` cells of width ``cell`` start at ``start`` (B,) (pixel units, the geometry dtype). The patch touches
     at most ceil(size * cell) + 1 pixels from floor(start); the window is that many (or the whole axis,
     if shorter), shifted to lie inside the image, so it holds every in-image pixel the patch touches.
     Weight [k, j] is the length of cell k inside window pixel j (pixels); parts of a cell outside the
@@ -62,7 +62,7 @@ def _window(start: Tensor, cell: float, size: int, extent: int) -> tuple[Tensor,
     """
     n = min(math.ceil(size * cell) + 1, extent)
     start = start.nan_to_num(nan=math.inf)  # a NaN location reads 0, like one far outside
-    offset = start.floor().clamp(0, extent - n)  # (B,) float64, integral
+    offset = start.floor().clamp(0, extent - n)  # (B,) integral
     cells = torch.arange(size + 1, device=start.device, dtype=start.dtype)  # (g+1,)
     edges = (start - offset)[:, None] + cell * cells  # (B, g+1) cell edges relative to the window
     pixels = torch.arange(n, device=start.device, dtype=start.dtype)  # (n,)
@@ -70,13 +70,16 @@ def _window(start: Tensor, cell: float, size: int, extent: int) -> tuple[Tensor,
     return offset.long(), part[:, 1:] - part[:, :-1]  # (B,), (B, g, n)
 
 
-def glimpse(images: Tensor, loc: Tensor, size: int, depth: int = 1, scale: float = 2.0) -> Tensor:
+def glimpse(images: Tensor, loc: Tensor, size: int, depth: int = 1, scale: float = 2.0,
+            geometry: torch.dtype = torch.float64) -> Tensor:
     """Area-averaged multi-scale glimpses (B, depth*C, size, size) of (B, C, H, W) images at ``loc`` (B, 2).
 
     ``loc`` is (x, y) in [-1, 1] image coordinates (any real value: patches may lie partly or fully
     outside, where the image reads 0). Channels are ordered scale-major: the C channels of the finest
-    patch first. Differentiable w.r.t. ``images`` (and ``loc``, piecewise); geometry in float64, sums in
-    ``images.dtype`` promoted to at least float32, returned in ``images.dtype``.
+    patch first. Differentiable w.r.t. ``images`` (and ``loc``, piecewise); sums in
+    ``images.dtype`` promoted to at least float32, returned in ``images.dtype``. ``geometry`` is the dtype
+    the cell edges are formed in: float64 keeps sub-pixel edges exact to ~1e-12 at any image size;
+    float32 (error ~1e-5 px at a few hundred px) exists for benchmarks/glimpse.py to compare costs.
     """
     _check(size, depth, scale)
     b, c, h, w = images.shape
@@ -85,7 +88,7 @@ def glimpse(images: Tensor, loc: Tensor, size: int, depth: int = 1, scale: float
     dtype = torch.promote_types(images.dtype, torch.float32)
     with torch.autocast(device_type=images.device.type, enabled=False):
         flat = images.to(dtype).reshape(b, c, h * w)  # (B, C, H*W)
-        loc = loc.double()
+        loc = loc.to(geometry)
         u = (loc[:, 0] + 1) * (w / 2)  # (B,) center in pixel units
         v = (loc[:, 1] + 1) * (h / 2)
         outs = []

@@ -63,6 +63,20 @@ def test_large_image_precision_float32():
     assert torch.allclose(out.double(), naive_glimpse(images, loc, 3, 2, 2.0), atol=1e-6, rtol=0)
 
 
+def test_geometry_dtype_float32_matches_the_reference_and_float64_is_the_default():
+    # float64 images keep every sum in float64, so the geometry's own rounding is what is compared
+    torch.manual_seed(2)
+    images = torch.rand(4, 2, 200, 200, dtype=torch.float64)
+    loc = torch.rand(4, 2, dtype=torch.float64) * 2.2 - 1.1
+    ref = naive_glimpse(images, loc, 5, 3, 2.0)
+    exact = glimpse(images, loc, 5, 3, 2.0)
+    assert torch.allclose(exact, ref, atol=1e-10, rtol=0)
+    assert torch.equal(exact, glimpse(images, loc, 5, 3, 2.0, geometry=torch.float64))
+    rough = glimpse(images, loc, 5, 3, 2.0, geometry=torch.float32)
+    assert (rough - exact).abs().max() > 1e-9  # the edges were formed in float32: off by ~1e-5 px at 200 px
+    assert torch.allclose(rough, ref, atol=1e-4, rtol=0)  # and the glimpses stay close to the reference
+
+
 def test_aligned_depth1_is_the_image_slice():
     torch.manual_seed(0)
     images = torch.rand(2, 3, 10, 12)
