@@ -22,6 +22,7 @@ CLI_MEANINGS = {  # the CLI's own flags (see plan.COMMAND_FLAGS)
     "viz_images": ("int", 8, "images per attention picture (0: none)"),
     "checkpoint_every_n_minutes": ("float", 10, "write last.ckpt mid-epoch every n minutes (0: off)"),
     "checkpoint_every_n_steps": ("int", 0, "write last.ckpt mid-epoch every n steps (0: off)"),
+    "compile": ("bool", False, "compile each model's training computation with torch.compile (checkpoints load without it)"),
     "ckpt": ("str", None, "the checkpoint to load"),
     "out": ("str", None, "picture to write: .png, .jpg, .pdf, .svg, or .gif (one frame per step)"),
     "num_images": ("int", 8, "images to draw"),

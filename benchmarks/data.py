@@ -4,10 +4,12 @@ For each generated source (cluttered MNIST variants, VQA scenes), images/s of it
 (``num_workers`` as given, default 0 = the training process itself) against the training images/s of the model
 that consumes it (a real Trainer step, data loading excluded). Target: ratio >= 5.
 
-For the folder sets (CINIC-10, Tiny ImageNet; small generated folders in the published layout), images/s of one
-pass over the training split decoding the files (``--cache=false``) and from the packed cache, with 0 and 2
-workers, beside the training images/s of the PHAM preset that consumes them (phase 1). Targets: cached >= 10x
-the file path and >= 5x the consumer.
+For the folder sets (CINIC-10, Tiny ImageNet; small generated folders in the published layout), images/s of
+passes over the training split decoding the files (``--cache=false``) and from the packed cache, with 0 and 2
+workers, beside the training images/s of the PHAM preset that consumes them (phase 1). The two paths' passes
+alternate (five each after a warm-up); "x files" is the median of the back-to-back pairs' ratios, so a load
+that changes during the run moves both sides of each pair alike. Targets: cached >= 10x the file path and
+>= 5x the consumer.
 
     python benchmarks/data.py [--batches=20] [--num_workers=0] [--json=benchmarks/results/data.json]
     python benchmarks/data.py --folders [--per_class=200] [--json=benchmarks/results/data_folders.json]
@@ -58,21 +60,25 @@ def loader_rate(flags, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def pass_rate(flags, passes: int = 3) -> float:
-    """Images/s over the training split: the median of ``passes`` timed passes after one that warms workers,
-    page cache and mapping (a single short pass is at the mercy of whatever else the machine runs)."""
-    dm = build_datamodule(plan(flags))
-    dm.setup("fit")
-    loader = dm.train_dataloader()
-    for _ in loader:
-        pass
-    rates = []
+def pass_rates(flag_sets: list[dict], passes: int = 5) -> list[list[float]]:
+    """Images/s of whole passes over the training split, for each flag set: passes alternate between the sets
+    (A, B, A, B, ...) after one warm-up pass each (workers, page cache, mapping), so that whatever else the
+    machine runs slows every set alike; returns each set's list of rates, in order."""
+    loaders = []
+    for flags in flag_sets:
+        dm = build_datamodule(plan(flags))
+        dm.setup("fit")
+        loaders.append(dm.train_dataloader())
+        for _ in loaders[-1]:
+            pass
+    rates: list[list[float]] = [[] for _ in loaders]
     for _ in range(passes):
-        n, t0 = 0, time.perf_counter()
-        for x, y in loader:
-            n += len(y)
-        rates.append(n / (time.perf_counter() - t0))
-    return float(np.median(rates))
+        for k, loader in enumerate(loaders):
+            n, t0 = 0, time.perf_counter()
+            for x, y in loader:
+                n += len(y)
+            rates[k].append(n / (time.perf_counter() - t0))
+    return rates
 
 
 def folders(args) -> list:
@@ -92,12 +98,16 @@ def folders(args) -> list:
             model_flags.pop("max_epochs", None)
             train = measure_training(model_flags, steps=args.steps, warmup=2)["images_per_s"]
             for workers in (0, 2):
-                cold = pass_rate({**base, "cache": False, "num_workers": workers})
-                cached = pass_rate({**base, "cache": True, "num_workers": workers})
+                files_rates, cached_rates = pass_rates([{**base, "cache": False, "num_workers": workers},
+                                                        {**base, "cache": True, "num_workers": workers}])
+                cold, cached = float(np.median(files_rates)), float(np.median(cached_rates))
+                # the ratio of each back-to-back pair, then their median: robust to load that changes over time
+                ratio = float(np.median([c / f for f, c in zip(files_rates, cached_rates)]))
                 rows.append({"source": name, "num_workers": workers, "train_images": len(packing.train_set),
-                             "files_images_per_s": cold, "cached_images_per_s": cached, "pack_s": pack_s,
+                             "files_images_per_s": cold, "cached_images_per_s": cached, "pair_ratio": ratio,
+                             "files_rates": files_rates, "cached_rates": cached_rates, "pack_s": pack_s,
                              "pham_preset": preset, "pham_train_images_per_s": train})
-                print(f"{name:<14} {workers:>7} {cold:>12.0f} {cached:>13.0f} {cached / cold:>8.1f} "
+                print(f"{name:<14} {workers:>7} {cold:>12.0f} {cached:>13.0f} {ratio:>8.1f} "
                       f"{train:>11.1f} {cached / train:>7.0f}", flush=True)
             print(f"{'':<14} (first setup packed {len(packing.train_set) + len(packing.val_set) + len(packing.test_set)}"
                   f" images in {pack_s:.1f} s; train split {len(packing.train_set)} images)")

@@ -51,3 +51,10 @@ def test_help_shows_the_preset_in_use(tmp_path):
     cfg.write_text("model: ram\nglimpses: 4\n")
     text = experiment.help_text("fit", {"config": str(cfg)})
     assert f"preset in use: {cfg}: model=ram, glimpses=4" in text and "model (ram):" in text
+
+
+def test_every_command_flag_has_a_type_default_and_meaning():
+    from attention_lightning.help import CLI_MEANINGS
+
+    missing = [f"--{n}" for n in experiment.CLI_FLAGS if n not in CLI_MEANINGS or not CLI_MEANINGS[n][2]]
+    assert not missing, f"add these to help.CLI_MEANINGS: {missing}"

@@ -15,11 +15,12 @@ glimpses; 3) everything, EIG glimpses, ELBO + ``ccebal`` x cross-entropy. Phases
 
 Speed (issue 15, ``benchmarks/pham_phases.py``): phases 2 and 3 spend most of their time in the Partial VAE,
 run on B x T rows per step: the decoder's 3x3 convs over the grid, forward and backward, and the flow. The
-decoder's width defaults to feature_size // 2 (it was feature_size; ``--decoder_channels`` sets any width): at
-the paper's sizes 8.4M instead of 31M multiply-adds per decoded row. Short learning check (digits32 sizes with
-4 decoder layers, width 32 vs 64, seeds 0 and 1, one epoch per phase, 500 validation images): phase-2
-validation NLL 8.64 vs 9.58 (the narrower lower on both seeds); phase-3 EIG accuracy at t=7 .396 vs .458 (per
-seed .370 vs .526 and .422 vs .390: paired difference -.06 +- .09 s.e., not significant).
+paper-size presets therefore set ``decoder_channels`` to feature_size // 2 (the model's default stays
+feature_size, so checkpoints written before keep loading): at the paper's sizes 8.4M instead of 31M
+multiply-adds per decoded row. Short learning check (digits32 sizes with 4 decoder layers, width 32 vs 64,
+seeds 0 and 1, one epoch per phase, 500 validation images): phase-2 validation NLL 8.64 vs 9.58 (the narrower
+lower on both seeds); phase-3 EIG accuracy at t=7 .396 vs .458 (per seed .370 vs .526 and .422 vs .390: paired
+difference -.06 +- .09 s.e., not significant).
 
 Validation and test log the accuracy at every step t=1..T for the EIG policy and for a random policy
 on the same weights (``{stage}/acc_eig_t{t}``, ``{stage}/acc_random_t{t}``); ``{stage}/acc`` is the
@@ -88,7 +89,7 @@ class PHAM(AttentionModel):
         flow_transforms: spline-flow layers of the encoder.
         flow_bins: spline bins per flow layer.
         flow_hidden: hidden widths of each flow layer's conditioner.
-        decoder_channels: channels of the feature decoder's 3x3 convs (default: feature_size // 2; was feature_size).
+        decoder_channels: channels of the feature decoder's 3x3 convs (default: feature_size).
         decoder_layers: 3x3 conv layers of the feature decoder.
         classifier_dropout: dropout before the classifier, in [0, 1).
         phase: training phase 1, 2, 3 (``all`` runs the three through experiment.fit).
@@ -150,7 +151,7 @@ class PHAM(AttentionModel):
             self.rnn = Recurrent(feature_size, hidden_size)                                               # R
             self.classifier = Classifier(hidden_size, num_classes, classifier_dropout)                    # C
         self.vae = PartialVAE(hidden_size, latent_size, feature_size, self.grid.shape, flow_transforms,  # S, D
-                              flow_bins, flow_hidden, decoder_channels or max(1, feature_size // 2), decoder_layers)
+                              flow_bins, flow_hidden, decoder_channels or feature_size, decoder_layers)
         self.register_buffer("centers", self.grid.centers(), persistent=False)  # (N, 2)
         self.register_buffer("cell_boxes", self.grid.boxes(), persistent=False)  # (N, 4)
 
@@ -216,7 +217,7 @@ class PHAM(AttentionModel):
         wrong = [k for k in needed if state[k].shape != own[k].shape]
         if wrong:
             k = wrong[0]
-            sizes = ("--decoder_channels, --decoder_layers (the default width was feature_size before issue 15)"
+            sizes = ("--decoder_channels, --decoder_layers (the paper-size presets set the width to feature_size // 2)"
                      if k.startswith("vae.decoder.") else "--feature_size, --hidden_size, --latent_size, ...")
             raise ConfigError(f"--init_from={path}: {k} is {tuple(state[k].shape)}, this model needs {tuple(own[k].shape)}; "
                              f"use the same sizes ({sizes}) as {prev}")

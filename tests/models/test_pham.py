@@ -149,21 +149,21 @@ def test_init_from_with_other_sizes_names_the_fix(tmp_path):
         make(phase=2, init_from=str(tmp_path / "missing.ckpt")).setup("fit")
 
 
-def test_decoder_width_defaults_to_half_the_features_and_phase_2_takes_any_phase_1_width(tmp_path):
+def test_decoder_width_defaults_to_the_features_and_phase_2_takes_any_phase_1_width(tmp_path):
     sizes = {k: v for k, v in SMALL.items() if k != "decoder_channels"}
-    half, full = PHAM(**sizes), PHAM(**sizes, decoder_channels=16)  # feature_size 16: the new and the old default
-    assert half.vae.decoder.channels == 8 and full.vae.decoder.channels == 16
-    # phase 1 never trains the Partial VAE: phase 2 takes F, R, C from a phase-1 run of the old width
-    path = save_weights(full, tmp_path / "phase1_old_width.ckpt")
-    two = PHAM(**sizes, phase=2, init_from=path)
+    full, half = PHAM(**sizes), PHAM(**sizes, decoder_channels=8)  # feature_size 16: the default, a preset's half
+    assert full.vae.decoder.channels == 16 and half.vae.decoder.channels == 8
+    # phase 1 never trains the Partial VAE: phase 2 takes F, R, C from a phase-1 run of another decoder width
+    path = save_weights(full, tmp_path / "phase1_full_width.ckpt")
+    two = PHAM(**sizes, phase=2, init_from=path, decoder_channels=8)
     two.setup("fit")
     for k, v in full.state_dict().items():
         if not k.startswith("vae."):
             assert torch.equal(two.state_dict()[k], v), k
     # phase 3 continues phase 2's decoder, so a width mismatch is refused and named
     with pytest.raises(ConfigError, match="--decoder_channels"):
-        PHAM(**sizes, phase=3, init_from=path).setup("fit")
-    PHAM(**sizes, phase=3, init_from=path, decoder_channels=16).setup("fit")
+        PHAM(**sizes, phase=3, init_from=path, decoder_channels=8).setup("fit")
+    PHAM(**sizes, phase=3, init_from=path).setup("fit")
 
 
 def test_phase_2_leaves_f_r_c_bit_identical_and_in_eval_mode(tmp_path):
