@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import yaml
 
 from . import registry
-from .flags import FlagError, parameters, route
+from .flags import FlagError, coerce, parameters, route
 from .models.base import ConfigError, NonFiniteLossError
 
 LOGGERS = ("csv", "tensorboard", "wandb", "none")
@@ -114,6 +114,8 @@ def plan(flags: Mapping[str, Any], command: str = "fit") -> Plan:
         raise UserError(f"--logger={cli['logger']!r} is not a logger; use one of {', '.join(LOGGERS)}")
     if not isinstance(cli["seed"], int) or isinstance(cli["seed"], bool):
         raise UserError(f"--seed={cli['seed']!r} must be an integer")
+    if "compile" in cli:  # fire passes --compile=true as the string 'true'
+        cli["compile"] = coerce(cli["compile"], bool)
     if not isinstance(cli.get("compile", False), bool):
         raise UserError(f"--compile={cli['compile']!r} must be true or false")
     return Plan(model_entry.name, data_entry.name, routed["model"], routed["data"], routed["trainer"], cli)

@@ -66,3 +66,12 @@ def test_compiled_loss_terms_match_eager(eager_backend):
 def test_compile_flag_must_be_a_bool():
     with pytest.raises(UserError, match=r"--compile='yes' must be true or false"):
         experiment.plan({"model": "ram", "data": "cluttered_mnist", "compile": "yes"})
+
+
+def test_compile_flag_takes_what_the_command_line_gives():
+    plan = experiment.plan
+    assert plan({"compile": "true"}).cli["compile"] is True  # fire hands `--compile=true` over as a string
+    assert plan({"compile": "False"}).cli["compile"] is False
+    assert plan({"compile": True}).cli["compile"] is True
+    with pytest.raises(UserError, match="--compile='yes' must be true or false"):
+        plan({"compile": "yes"})
