@@ -323,6 +323,5 @@ def run_faults(run_dir: Path):
 
 def resume_command(flags: Mapping[str, Any], ckpt: str) -> str:
     """The command line that continues this run from ``ckpt``."""
-    args = [f"--{k}={json.dumps(v) if isinstance(v, (list, tuple, dict)) else v}"
-            for k, v in flags.items() if k != "resume"]
+    args = [f"--{k}={flag_value(v)}" for k, v in flags.items() if k != "resume"]
     return " ".join(["python cli.py fit", *map(shlex.quote, args), shlex.quote(f"--resume={ckpt}")])

@@ -106,16 +106,13 @@ class Augment:
         b, h, w, _ = x.shape
         p = self.padding
         # channels first before cropping, so that every later copy reads and writes contiguous rows
-        padded = np.empty((b, 3, h + 2 * p, w + 2 * p), dtype=np.uint8)  # (B, 3, H + 2p, W + 2p)
-        if p > 0:
-            padded[:, :, :p], padded[:, :, -p:], padded[:, :, :, :p], padded[:, :, :, -p:] = 0, 0, 0, 0
+        padded = np.zeros((b, 3, h + 2 * p, w + 2 * p), dtype=np.uint8)  # (B, 3, H + 2p, W + 2p)
         padded[:, :, p:p + h, p:p + w] = x.transpose(0, 3, 1, 2)
+        x = padded
         if p > 0:
             windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))  # (B, 3, 2p+1, 2p+1, H, W)
             dy, dx = torch.randint(0, 2 * p + 1, (2, b)).numpy()  # (B,), (B,)
             x = windows[np.arange(b), :, dy, dx]  # (B, 3, H, W), a new contiguous array
-        else:
-            x = padded
         if self.hflip:
             flip = (torch.rand(b) < 0.5).numpy()  # (B,)
             x[flip] = x[flip, :, :, ::-1]
