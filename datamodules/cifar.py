@@ -72,7 +72,7 @@ def read_cifar(paths: Sequence[Path], label_key: str) -> ArraySource:
         if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(entry[label_key]):
             raise DatasetError(f"{path}: 'data' has shape {data.shape}, expected ({len(entry[label_key])}, 3072); "
                                f"delete it to re-download")
-        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))  # (n, 32, 32, 3)
+        images.append(data.reshape(-1, 3, 32, 32))  # (n, 3, 32, 32)
         labels.extend(entry[label_key])
     return ArraySource(np.ascontiguousarray(np.concatenate(images)), np.asarray(labels))
 

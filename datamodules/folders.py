@@ -5,7 +5,7 @@
 
 torchvision's folder functions (``find_classes``, ``make_dataset``, the ones ``ImageFolder`` scans with) list
 the files; what this module adds is the published archive's download and checksum, one-line errors, and a
-decoded-image cache: the first ``setup`` packs each split into one (N, H, W, 3) uint8 ``.npy`` file beside a
+decoded-image cache: the first ``setup`` packs each split into one (N, 3, H, W) uint8 ``.npy`` file beside a
 manifest (a digest of every file's path, size, mtime and label), memory-mapped on later runs and shared by
 dataloader workers; a changed, added or removed file changes the digest and the split is packed again.
 """
@@ -109,7 +109,7 @@ class FolderImages(ImageDataModule):
             st = os.stat(path)
             digest.update(f"{os.path.relpath(path, root)}\t{st.st_size}\t{st.st_mtime_ns}\t{label}\n".encode())
         h, w = source.size
-        shape = (len(source), h, w, 3)
+        shape = (len(source), 3, h, w)  # channels first, as ImageSource.batch gives them
         want = {"dataset": self.title, "split": split, "shape": list(shape), "digest": digest.hexdigest()}
         if array.is_file() and manifest.is_file():
             try:
@@ -120,7 +120,7 @@ class FolderImages(ImageDataModule):
                 return ArraySource(np.load(array, mmap_mode="r"), source.labels)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{split}.{os.getpid()}.npy"  # written whole, then moved into place
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # (N, H, W, 3)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # (N, 3, H, W)
         try:
             for start in range(0, len(source), PACK_CHUNK):
                 idx = np.arange(start, min(start + PACK_CHUNK, len(source)))

@@ -31,7 +31,10 @@ DOWNLOAD_TIMEOUT = 10.0  # seconds per socket operation: an offline machine fail
 # Sources (the images of one published split) and splits (a subset of a source with its augmentation)
 
 class ImageSource:
-    """The images and labels of one published split; ``batch(indices)`` gives (B, H, W, 3) uint8 pixels."""
+    """The images and labels of one published split; ``batch(indices)`` gives (B, 3, H, W) uint8 pixels.
+
+    Channels first, as the models read them: the training augmentation then copies whole contiguous rows.
+    """
 
     labels: np.ndarray  # (N,) int64
 
@@ -43,18 +46,18 @@ class ImageSource:
 
     def image(self, index: int) -> Image.Image:
         """One image as an RGB PIL image."""
-        return Image.fromarray(self.batch(np.array([index]))[0])
+        return Image.fromarray(self.batch(np.array([index]))[0].transpose(1, 2, 0))
 
 
 class ArraySource(ImageSource):
     """Images held as one uint8 array (in memory, or memory-mapped from a cache file)."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images = images  # (N, H, W, 3) uint8
+        self.images = images  # (N, 3, H, W) uint8
         self.labels = np.asarray(labels, dtype=np.int64)  # (N,)
 
     def batch(self, indices: np.ndarray) -> np.ndarray:
-        return np.asarray(self.images[indices])  # (B, H, W, 3)
+        return np.asarray(self.images[indices])  # (B, 3, H, W)
 
 
 class FileSource(ImageSource):
@@ -66,7 +69,7 @@ class FileSource(ImageSource):
         self.size, self.dataset = size, dataset  # (H, W)
 
     def read(self, index: int) -> np.ndarray:
-        """File ``index`` decoded to (H, W, 3) uint8."""
+        """File ``index`` decoded to (H, W, 3) uint8 (as PIL gives it)."""
         path = self.paths[index]
         try:
             with Image.open(path) as im:
@@ -84,11 +87,11 @@ class FileSource(ImageSource):
         return np.asarray(rgb)
 
     def batch(self, indices: np.ndarray) -> np.ndarray:
-        return np.stack([self.read(int(i)) for i in indices])  # (B, H, W, 3)
+        return np.stack([self.read(int(i)) for i in indices]).transpose(0, 3, 1, 2).copy()  # (B, 3, H, W)
 
 
 class Augment:
-    """Batched training augmentation and normalization: (B, H, W, 3) uint8 -> (B, 3, H, W) float32.
+    """Batched training augmentation and normalization: (B, 3, H, W) uint8 -> (B, 3, H, W) float32.
 
     A random crop after ``padding`` zero pixels on every side (offsets uniform in 0..2*padding), then a
     horizontal flip with probability 1/2; torch's RNG draws both, so ``seed_everything`` and worker seeds hold.
@@ -102,14 +105,12 @@ class Augment:
         self.shift = (-mean / std)[:, None, None]          # (3, 1, 1)
 
     def __call__(self, pixels: np.ndarray) -> torch.Tensor:
-        x = np.asarray(pixels)  # (B, H, W, 3) uint8
-        b, h, w, _ = x.shape
+        x = np.asarray(pixels)  # (B, 3, H, W) uint8
+        b, _, h, w = x.shape
         p = self.padding
-        # channels first before cropping, so that every later copy reads and writes contiguous rows
-        padded = np.zeros((b, 3, h + 2 * p, w + 2 * p), dtype=np.uint8)  # (B, 3, H + 2p, W + 2p)
-        padded[:, :, p:p + h, p:p + w] = x.transpose(0, 3, 1, 2)
-        x = padded
         if p > 0:
+            padded = np.zeros((b, 3, h + 2 * p, w + 2 * p), dtype=np.uint8)  # (B, 3, H + 2p, W + 2p)
+            padded[:, :, p:p + h, p:p + w] = x
             windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))  # (B, 3, 2p+1, 2p+1, H, W)
             dy, dx = torch.randint(0, 2 * p + 1, (2, b)).numpy()  # (B,), (B,)
             x = windows[np.arange(b), :, dy, dx]  # (B, 3, H, W), a new contiguous array

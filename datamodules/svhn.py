@@ -31,7 +31,7 @@ def read_svhn(path: Path) -> ArraySource:
     if len(labels) and not (1 <= labels.min() and labels.max() <= 10):
         raise DatasetError(f"{path}: labels should be 1..10 (10 for digit 0); delete it to re-download")
     labels[labels == 10] = 0
-    return ArraySource(np.ascontiguousarray(np.moveaxis(x.astype(np.uint8), 3, 0)), labels)  # (N, 32, 32, 3)
+    return ArraySource(np.ascontiguousarray(x.astype(np.uint8).transpose(3, 2, 0, 1)), labels)  # (N, 3, 32, 32)
 
 
 @register_datamodule("svhn", "SVHN: 32x32 house-number digits (torchvision's .mat files, downloaded if missing)")

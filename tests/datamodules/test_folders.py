@@ -127,7 +127,7 @@ def test_cache_packs_each_split_once_and_matches_the_files(tmp_path):
     folder = root / CACHE_FOLDER
     assert sorted(p.name for p in folder.iterdir()) == ["test.json", "test.npy", "train.json", "train.npy",
                                                         "valid.json", "valid.npy"]
-    assert np.load(folder / "train.npy").shape == (20, 32, 32, 3)
+    assert np.load(folder / "train.npy").shape == (20, 3, 32, 32)  # channels first
     for a, b in ((plain.train_set, cached.train_set), (plain.val_set, cached.val_set), (plain.test_set, cached.test_set)):
         assert a.indices.tolist() == b.indices.tolist()
         xa, ya = zip(*a.__getitems__(list(range(len(a)))))
@@ -139,12 +139,33 @@ def test_cache_packs_each_split_once_and_matches_the_files(tmp_path):
     reuse.setup()
     assert isinstance(reuse.train_set.source.images, np.memmap)
     assert (folder / "train.npy").stat().st_mtime_ns == stamp
-    assert json.loads((folder / "train.json").read_text())["shape"] == [20, 32, 32, 3]
+    assert json.loads((folder / "train.json").read_text())["shape"] == [20, 3, 32, 32]
     # workers read the mapped file too
     reuse.num_workers = 1
     xb, yb = next(iter(reuse.test_dataloader()))
     assert xb.shape == (20, 3, 32, 32) and sorted(yb.tolist()) == sorted(list(range(10)) * 2)
 
+
+
+def test_a_channels_last_cache_of_an_earlier_version_is_packed_again(tmp_path):
+    """Caches were (N, H, W, 3) before they became channels first: such a file, with its manifest, is not read
+    as if it were (N, 3, H, W) but packed again."""
+    root = make_cinic10(tmp_path, per_class=1)
+    CINIC10(str(root), **RAW).setup()
+    folder = root / CACHE_FOLDER
+    for split in ("train", "valid", "test"):
+        chw = np.load(folder / f"{split}.npy")  # (N, 3, H, W)
+        np.save(folder / f"{split}.npy", np.ascontiguousarray(chw.transpose(0, 2, 3, 1)))  # the old layout
+        manifest = json.loads((folder / f"{split}.json").read_text())
+        manifest["shape"] = [manifest["shape"][i] for i in (0, 2, 3, 1)]
+        (folder / f"{split}.json").write_text(json.dumps(manifest))
+    dm = CINIC10(str(root), **RAW)
+    dm.setup()
+    assert dm.test_set.source.images.shape[1] == 3 and np.load(folder / "test.npy").shape[1] == 3
+    plain = CINIC10(str(root), cache=False, **RAW)
+    plain.setup()
+    n = len(plain.test_set)
+    assert torch.equal(plain.test_set.__getitems__(list(range(n))).images, dm.test_set.__getitems__(list(range(n))).images)
 
 def test_a_changed_or_added_file_invalidates_the_cache(tmp_path):
     root = make_cinic10(tmp_path, per_class=1)
@@ -157,7 +178,7 @@ def test_a_changed_or_added_file_invalidates_the_cache(tmp_path):
     dm = CINIC10(str(root), **RAW)
     dm.setup()
     k = dm.test_set.source.labels.tolist().index(3)  # the only cat
-    assert int(dm.test_set.source.batch(np.array([k]))[0, 0, 0, 1]) == 200  # the new pixels, not the packed ones
+    assert int(dm.test_set.source.batch(np.array([k]))[0, 1, 0, 0]) == 200  # the new pixels, not the packed ones
     Image.fromarray(img).save(root / "train" / "dog" / "added.png")
     grown = CINIC10(str(root), **RAW)
     grown.setup()

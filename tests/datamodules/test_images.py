@@ -488,7 +488,7 @@ def test_batched_augmentation_equals_cropping_each_image_by_hand():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (6, 5, 7, 3), dtype=np.uint8)  # (B, H, W, 3)
     torch.manual_seed(3)
-    out = Augment(2, hflip=True, mean=(0.5, 0.25, 0.0), std=(0.5, 0.5, 2.0))(x)
+    out = Augment(2, hflip=True, mean=(0.5, 0.25, 0.0), std=(0.5, 0.5, 2.0))(x.transpose(0, 3, 1, 2).copy())
     torch.manual_seed(3)
     dy, dx = torch.randint(0, 5, (2, 6)).numpy()
     flip = (torch.rand(6) < 0.5).numpy()
