@@ -7,8 +7,8 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
 
 1. A CNN encodes the image to a grid (B, C, H', W') (3x3 convs by default; ``--encoder_kernels`` equal to
    ``--encoder_strides`` cut patches instead, e.g. 8px patches of a 24px scene = one cell per place of its
-   3x3 lattice, configs/han_vqa.yaml; of a 48px scene, its 6x6 lattice, configs/han_vqa_6x6.yaml); an
-   LSTM (or GRU) encodes the question to (B, C).
+   3x3 lattice, configs/han_vqa.yaml; 16px patches of a 96px scene, its 6x6 lattice, configs/han_vqa_6x6.yaml); an
+   LSTM (or GRU, or ``bow``: summed (position, word) embeddings) encodes the question to (B, C).
 2. The question vector is broadcast to every cell and summed with the cell's projected image feature
    plus a learned per-cell position embedding (``--fusion=film`` also scales the image feature by
    question-dependent channel gains), then ReLU and a 1x1 conv give the fused feature of each cell
@@ -29,7 +29,7 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
    - ``pairs``: a relation network (Santoro et al. 2017) over ordered pairs of selected cells (self-pairs
      included): sum_ij w_i w_j g([u_i, u_j, q]) scaled by the fixed 1/N, then the same MLP over [sum, q].
      This is the paper's "RN + HAN" on CLEVR, where hard attention is what makes the quadratic head
-     affordable: k = 4 cells give 16 pairs, all 36 cells of the CPU preset's grid give 1296.
+     affordable: k = 4 cells give 16 pairs, all 36 cells of a 6x6 grid give 1296.
    Cross-entropy trains everything.
 
 Deviations from the paper, each for a measured reason on the synthetic scenes:
@@ -37,12 +37,16 @@ Deviations from the paper, each for a measured reason on the synthetic scenes:
   per-cell set head treats cells independently, so without positions left/right (relate) questions stayed
   at chance (issue 17, main at 8665b53), and in short CPU runs counting rose faster with the product.
 - ``--fusion=film`` (question-dependent channel gains on top of the paper's sum) and ``--fusion=gate``
-  (the gains alone) are ours; ``sum`` is the paper's. The 6x6 presets use ``gate`` with ``--encoder_norm=none``
-  (no BatchNorm, no biases) so that a blank cell's fused feature, hence its presence, is exactly zero:
-  on the 6x6 preset an untrained HAN with the ``film``/``sum`` fusion kept occupied cells among its top 4
-  at their base rate (18-26% vs 20%), with ``gate`` 99%, and at 600 steps neither ``film`` variant had
-  learned exist/relate. The paper's CNN is trained on real images, where magnitude already tracks
-  content; ours starts from scratch, so it is given that prior by construction.
+  (the gains alone) are ours; ``sum`` is the paper's. ``gate`` with ``--encoder_norm=none`` (no BatchNorm,
+  no biases) gives a blank cell's fused feature, hence its presence, exactly zero: on the earlier 48px 6x6
+  preset an untrained HAN with the ``film``/``sum`` fusion kept occupied cells among its top 4 at their base
+  rate (18-26% vs 20%), with ``gate`` 99%. It did not make that preset learn, though: with ``gate`` and the
+  pairs head nothing beat the prior in 3,000 steps, while ``film`` with BatchNorm and the set head learned
+  exist and count (the 96px 6x6 presets now use those).
+- ``--rnn=bow`` (one embedding per (position, word) pair, summed, then a linear layer) is ours; the paper
+  encodes the question with an LSTM. On the templated questions of the 6x6 preset the LSTM was the
+  bottleneck: counting one colour with every cell kept stayed at the prior for 1,000+ steps with the LSTM
+  and reached 44% (prior 24%) after 250 steps with bow (issue 17).
 - ``--blind`` (the image zeroed before the encoder) is a baseline of ours: the same model answering from
   the question alone, so the gain from looking is measured at equal steps and parameters.
 
@@ -125,14 +129,29 @@ class ImageEncoder(nn.Module):
 
 
 class QuestionEncoder(nn.Module):
-    """Word embeddings and an LSTM/GRU; the last hidden state of each question's true length (B, C)."""
+    """Word embeddings and an LSTM/GRU (the last hidden state of each question's true length), or ``bow``: a
+    sum of one embedding per (position, word) pair through a linear layer, i.e. a linear function of which
+    word fills which slot: order is kept (a word's own embedding plus a position's would sum to the same
+    vector for any order), and no recurrence has to learn to carry a word to the end (B, C)."""
 
-    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, rnn: Literal["lstm", "gru"]) -> None:
+    max_length = 24  # bow: positions with their own table; later words share the last one
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden: int, rnn: Literal["lstm", "gru", "bow"]) -> None:
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[rnn](embed_dim, hidden, batch_first=True)
+        self.vocab_size = vocab_size
+        if rnn == "bow":
+            self.rnn = None
+            self.embed = nn.Embedding(self.max_length * vocab_size, embed_dim)  # row = position * V + word
+            self.out = nn.Linear(embed_dim, hidden)
+        else:
+            self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+            self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[rnn](embed_dim, hidden, batch_first=True)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        if self.rnn is None:
+            at = torch.arange(tokens.shape[1], device=tokens.device).clamp(max=self.max_length - 1)  # (L,)
+            x = self.embed(at * self.vocab_size + tokens) * (tokens != 0)[..., None]  # (B, L, E), padding adds 0
+            return self.out(x.sum(1))  # (B, C)
         x = self.embed(tokens)  # (B, L, E)
         packed = pack_padded_sequence(x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False)
         _, h = self.rnn(packed)
@@ -208,7 +227,7 @@ class HAN(AttentionModel):
         embed_dim: word embedding width.
         fusion_dim: width of the fused cell features and of the question vector.
         head_hidden: hidden width of the answer head.
-        rnn: question encoder, lstm or gru.
+        rnn: question encoder: lstm, gru, or bow (word-at-position embeddings summed; no recurrence).
         fusion: sum (the paper's: image feature + question), film (also question-dependent channel gains) or
             gate (only the gains: a cell with a zero image feature has a zero fused feature).
         encoder_norm: batch (conv-BN-ReLU) or none (conv-ReLU without biases: a blank patch encodes to zero).
@@ -233,7 +252,7 @@ class HAN(AttentionModel):
         embed_dim: int = 32,
         fusion_dim: int = 128,
         head_hidden: int = 128,
-        rnn: Literal["lstm", "gru"] = "lstm",
+        rnn: Literal["lstm", "gru", "bow"] = "lstm",
         fusion: Literal["sum", "film", "gate"] = "sum",
         encoder_norm: Literal["batch", "none"] = "batch",
         head: Literal["set", "pairs"] = "set",

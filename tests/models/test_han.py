@@ -113,9 +113,10 @@ def test_adaptive_count_varies_with_the_input(dm, batch):
 
 
 @pytest.mark.slow
-def test_loss_decreases_on_a_fixed_batch(dm, batch):
+@pytest.mark.parametrize("rnn", ["lstm", "bow"])
+def test_loss_decreases_on_a_fixed_batch(dm, batch, rnn):
     torch.manual_seed(0)
-    model = make(dm, selection="topk", k=16)
+    model = make(dm, selection="topk", k=16, rnn=rnn)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(15):
@@ -247,3 +248,25 @@ def test_gate_fusion_gives_blank_cells_zero_presence_so_topk_starts_on_what_is_d
     assert (mask & occupied).sum() / mask.sum() > 0.95  # an untrained HAN already keeps objects, not blanks
     with pytest.raises(ValueError, match="--fusion"):
         make(d, fusion="concat")
+
+
+def test_bow_question_encoder_ignores_padding_and_keeps_word_order():
+    """``rnn=bow``: a question's code is the same however much padding follows it, and the same words in
+    another order give another code (each (position, word) pair has its own embedding)."""
+    from attention_lightning.models.han import QuestionEncoder
+
+    torch.manual_seed(0)
+    enc = QuestionEncoder(vocab_size=10, embed_dim=6, hidden=5, rnn="bow")
+    q = torch.tensor([[3, 4, 5, 0, 0], [5, 4, 3, 0, 0]])  # (B, L): one question and its words reversed
+    lengths = torch.tensor([3, 3])
+    out = enc(q, lengths)  # (B, C)
+    assert out.shape == (2, 5)
+    assert torch.allclose(enc(q[:, :3], lengths), out, atol=1e-6)  # padding adds nothing
+    assert not torch.allclose(out[0], out[1], atol=1e-3)  # order matters
+    # by hand: linear(sum over the words of embed(word) + position(i))
+    want = enc.out(enc.embed(torch.tensor([0 * 10 + 3, 1 * 10 + 4, 2 * 10 + 5])).sum(0))
+    assert torch.allclose(out[0], want, atol=1e-6)
+    out[0].sum().backward()  # only the rows of (0, 3), (1, 4), (2, 5) get a gradient
+    touched = enc.embed.weight.grad.abs().sum(1).nonzero().flatten().tolist()
+    assert touched == [3, 14, 25]
+
