@@ -6,11 +6,15 @@ gives the half size s of a square crop. A bilinear sampler cuts that crop (defau
 input image and a small CNN classifies it. Only cross-entropy trains the head: the gradient reaches it
 through the sampler (d crop / d (tx, ty, s)) and the moments. Works on any input size.
 
-On noisy inputs (``configs/dham_noisy120.yaml``, issue 17) two options matter: ``head_pool`` averages the
+On noisy inputs (``configs/dham_noisy120.yaml``, issue 17) three options matter: ``head_pool`` averages the
 input before the head, so a randomly initialized head already responds more to the digit than to the
-noise, and ``crop_antialias`` reads a zoomed-out crop from a mean-pooled pyramid, so the classifier sees
+noise; ``crop_antialias`` reads a zoomed-out crop from a mean-pooled pyramid, so the classifier sees
 the digit with the noise averaged out before the crop has learned to zoom in (the bilinear sampler
-point-samples the noise at full strength, which left the model at chance).
+point-samples the noise at full strength, which left the model at chance); and ``head_padding='valid'``,
+because a 'same'-padded head's border cells read zero padding where every other cell reads noise, which
+sets them apart, and runs locked onto the image's edge. A low ``pmf_temperature`` there sharpened the pmf
+onto single cells before the head had found the digit, and the crop, whose size is the pmf's spread,
+shrank to a few pixels.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attention_lightning.models.dham import DHAM, mip_crop
+from attention_lightning.models.dham import DHAM, AttentionHead, mip_crop
 from attention_lightning.nn.affine_crop import affine_crop
 
 
@@ -170,3 +170,24 @@ def test_pmf_temperature_keeps_the_initial_pmf_and_sharpens_it_faster():
     assert changes[1] > 3 * changes[0], changes
     with pytest.raises(ValueError, match="--pmf_temperature"):
         DHAM(pmf_temperature=0.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_valid_padded_head_treats_border_and_interior_cells_of_noise_alike(seed):
+    """On pure noise a 'same'-padded head's border cells (which read zero padding) give logits offset from the
+    interior's by 0.3-2 interior stds, a feature a run can lock onto (the noisy preset's runs that ended at
+    the image's edge); a valid-padded head has no such offset."""
+    torch.manual_seed(seed)
+    noise = 0.5 * torch.randn(32, 1, 120, 120)  # (B, 1, H, W): the noisy preset's background, no digit
+    offsets = {}
+    for padding in ("same", "valid"):
+        head = AttentionHead(1, [32, 32], 5, padding, stride=1, pool=4).eval()
+        with torch.no_grad():
+            logits = head(noise)  # (B, h, w)
+        ring = torch.zeros(logits.shape[-2:], dtype=torch.bool)  # the two outermost rings of cells
+        ring[:2] = ring[-2:] = True
+        ring[:, :2] = ring[:, -2:] = True
+        inner = logits[:, ~ring]
+        offsets[padding] = ((logits[:, ring].mean() - inner.mean()) / inner.std()).abs().item()
+    assert offsets["same"] > 0.25  # 0.29-1.94 over seeds 0-9
+    assert offsets["valid"] < 0.05  # 0.004-0.021 over seeds 0-9
