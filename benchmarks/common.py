@@ -1,6 +1,7 @@
 """Shared measuring for the benchmarks: a real Trainer step timed by a callback, and peak memory."""
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import resource
@@ -44,6 +45,18 @@ class StepTimer(pl.Callback):
         self._sync(pl_module)
         if batch_idx >= self.warmup:
             self.times.append(time.perf_counter() - self._t0)
+
+
+def key_values(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` command-line pairs as a dict; values are Python literals where they parse, else strings."""
+    out: dict[str, Any] = {}
+    for kv in pairs:
+        k, v = kv.split("=", 1)
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
 
 
 def peak_memory_mb(device: torch.device) -> float:

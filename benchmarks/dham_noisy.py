@@ -9,7 +9,6 @@ greedy validation accuracy and the mean crop half size every ``--every`` steps. 
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention_lightning.models.dham import DHAM  # noqa: E402
+from common import key_values  # noqa: E402
 from datamodules.cluttered_mnist import ClutteredMNIST  # noqa: E402
 
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "dham_noisy120.yaml"
@@ -37,12 +37,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     preset = yaml.safe_load(PRESET.read_text())
-    for kv in a.overrides:
-        k, v = kv.split("=", 1)
-        try:
-            preset[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            preset[k] = v
+    preset.update(key_values(a.overrides))
     data = {k: preset[k] for k in DATA_KEYS if k in preset}
     dm = ClutteredMNIST(train_size=a.steps * preset["batch_size"], val_size=a.val_size, **data)
     dm.setup()

@@ -11,7 +11,6 @@ Settings are ``key=value`` pairs on top of the preset:
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 import time
 from collections import Counter, defaultdict
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention_lightning.models.han import QTYPE_NAMES  # noqa: E402
 from attention_lightning.plan import build_datamodule, build_model, load_config, plan  # noqa: E402
+from common import key_values  # noqa: E402
 
 
 def main() -> None:
@@ -37,20 +37,13 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     flags = load_config(a.config)
-    for kv in a.overrides:
-        k, v = kv.split("=", 1)
-        try:
-            flags[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            flags[k] = v
+    flags.update(key_values(a.overrides))
     flags.update(train_size=a.steps * flags.get("batch_size", 64), val_size=a.val_size, logger="none")
     pl_plan = plan(flags)
     dm = build_datamodule(pl_plan)
     dm.setup("fit")
     model = build_model(pl_plan, dm)
-    opt = model.configure_optimizers()
-    opt = opt[0][0] if isinstance(opt, tuple) else opt
-    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    opt = model.configure_optimizers()  # Adam at the model's lr
     val = list(dm.val_dataloader())
     prior: dict[int, Counter] = defaultdict(Counter)  # question type -> answer counts on the training items seen
     start = time.perf_counter()

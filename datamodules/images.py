@@ -114,6 +114,8 @@ class Augment:
             windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))  # (B, 3, 2p+1, 2p+1, H, W)
             dy, dx = torch.randint(0, 2 * p + 1, (2, b)).numpy()  # (B,), (B,)
             x = windows[np.arange(b), :, dy, dx]  # (B, 3, H, W), a new contiguous array
+        elif self.hflip:
+            x = x.copy()  # the flip below writes in place: leave the caller's array as it was
         if self.hflip:
             flip = (torch.rand(b) < 0.5).numpy()  # (B,)
             x[flip] = x[flip, :, :, ::-1]
