@@ -51,13 +51,18 @@ class ItemStreams:
         return (self.bits(start, n) >> np.uint64(11)).astype(np.float64) / 2.0**53
 
     def normal(self, start: int, n: int) -> np.ndarray:
-        """(B, n) float32 standard normals (Box-Muller on positions start .. start + 2 * ceil(n / 2) - 1)."""
-        half = (n + 1) // 2
-        u = self.uniform(start, 2 * half)  # (B, 2 * half)
-        r = np.sqrt(-2.0 * np.log1p(-u[:, :half]))  # 1 - u lies in (0, 1]: the log stays finite
-        theta = 2.0 * np.pi * u[:, half:]
-        return np.concatenate([r * np.cos(theta), r * np.sin(theta)], axis=1)[:, :n].astype(np.float32)
+        """(B, n) float32 standard normals (Box-Muller on positions start .. start + 2 * ceil(n / 2) - 1).
 
+        Computed in float32 from 24-bit uniforms (half the time of float64 on a 120x120 noise canvas; the
+        largest |value| is sqrt(2 ln 2^24) = 5.8)."""
+        half = (n + 1) // 2
+        u = (self.bits(start, 2 * half) >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)  # (B, 2 * half)
+        r = np.sqrt(np.float32(-2.0) * np.log1p(-u[:, :half]))  # 1 - u lies in (0, 1]: the log stays finite
+        theta = np.float32(2.0 * np.pi) * u[:, half:]
+        out = np.empty((len(u), 2 * half), dtype=np.float32)
+        np.multiply(r, np.cos(theta), out=out[:, :half])
+        np.multiply(r, np.sin(theta), out=out[:, half:])
+        return out[:, :n]
 
 def pick(u: np.ndarray, n) -> np.ndarray:
     """Integers uniform in 0 .. n - 1 from uniforms ``u`` (n broadcasts against u)."""

@@ -217,6 +217,15 @@ class AttentionModel(pl.LightningModule):
                 raise ValueError(f"--{name}={v!r} must be a positive number")
 
 
+def linear_decay(optimizer: torch.optim.Optimizer, total: float) -> Any:
+    """``optimizer`` with its learning rate annealed linearly to 0 over ``total`` steps, in Lightning's dict form
+    (stepped every training step); the optimizer alone when ``total`` is unknown (no trainer) or not positive."""
+    if not math.isfinite(total) or total <= 0:
+        return optimizer
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 def build_model(cls: type, facts: Mapping[str, Any], kwargs: Mapping[str, Any]) -> AttentionModel:
     """``cls`` built from the data's ``facts`` (``DataFacts.model_facts()``) and ``kwargs`` (flags; a flag wins
     over a fact). A fact the constructor does not take is an error unless ``cls.ignores_facts`` names it."""

@@ -18,6 +18,8 @@ shrank to a few pixels.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any, Literal
 from collections.abc import Sequence
 
@@ -31,7 +33,7 @@ from ..nn.affine_crop import affine_crop
 from ..nn.coords import box_from_center, cell_extent, pixel_centers
 from ..nn.spatial_softmax import PmfMoments, pmf_moments, spatial_softmax
 from ..registry import register_model
-from .base import AttentionModel
+from .base import AttentionModel, linear_decay
 
 
 Padding = Literal["same", "valid"]
@@ -143,6 +145,7 @@ class DHAM(AttentionModel):
         classifier_channels: widths of the classifier's conv-pool blocks.
         classifier_hidden: width of the classifier's hidden layer.
         lr: Adam learning rate.
+        lr_decay: anneal the learning rate linearly to 0 over training.
         weight_decay: L2 weight decay.
     """
 
@@ -166,6 +169,7 @@ class DHAM(AttentionModel):
         classifier_channels: Sequence[int] = (32, 64),
         classifier_hidden: int = 128,
         lr: float = 1e-3,
+        lr_decay: bool = False,
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(num_classes, lr, weight_decay)
@@ -216,6 +220,12 @@ class DHAM(AttentionModel):
                 self.log(f"{stage}/{name}_std", v.std().detach() if v.numel() > 1 else v.new_zeros(()),
                          on_step=False, on_epoch=True)
         return {"ce": F.cross_entropy(logits, labels)}, logits
+
+    def configure_optimizers(self):
+        opt = super().configure_optimizers()
+        if not self.hparams.lr_decay:
+            return opt
+        return linear_decay(opt, self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf)
 
     @torch.no_grad()
     def attention(self, batch: Any) -> Attention:

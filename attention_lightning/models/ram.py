@@ -54,7 +54,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..attention import Attention
 from ..nn.glimpse import GlimpseSensor
 from ..registry import register_model
-from .base import AttentionModel, as_flags
+from .base import AttentionModel, as_flags, linear_decay
 
 
 
@@ -322,11 +322,8 @@ class RAM(AttentionModel):
             opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         else:
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        if not hp.lr_decay or not math.isfinite(total) or total <= 0:
-            return opt
         # the paper anneals the learning rate linearly to 0 over training
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return linear_decay(opt, total) if hp.lr_decay else opt
 
     # --- dashboards ---------------------------------------------------------------------------------
     @torch.no_grad()

@@ -191,3 +191,25 @@ def test_a_valid_padded_head_treats_border_and_interior_cells_of_noise_alike(see
         offsets[padding] = ((logits[:, ring].mean() - inner.mean()) / inner.std()).abs().item()
     assert offsets["same"] > 0.25  # 0.29-1.94 over seeds 0-9
     assert offsets["valid"] < 0.05  # 0.004-0.021 over seeds 0-9
+
+
+@pytest.mark.parametrize("decay", [True, False])
+def test_lr_decay_anneals_linearly_to_zero_over_the_trainers_steps(decay, tmp_path):
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    seen = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    x, y, _ = toy_batch(24, generator=torch.Generator().manual_seed(0))
+    model = DHAM(num_classes=2, head_channels=(4,), head_kernel=3, head_stride=1, crop_size=8,
+                 classifier_channels=(4, 4), classifier_hidden=8, lr=0.01, lr_decay=decay)
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Watch()],
+                         default_root_dir=tmp_path, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=8))  # 3 steps x 2 epochs
+    expected = [0.01 * (1 - k / 6) for k in range(6)] if decay else [0.01] * 6
+    assert seen == pytest.approx(expected)
