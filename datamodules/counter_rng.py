@@ -64,6 +64,7 @@ class ItemStreams:
         np.multiply(r, np.sin(theta), out=out[:, half:])
         return out[:, :n]
 
+
 def pick(u: np.ndarray, n) -> np.ndarray:
     """Integers uniform in 0 .. n - 1 from uniforms ``u`` (n broadcasts against u)."""
     return np.minimum((u * n).astype(np.int64), np.asarray(n, dtype=np.int64) - 1)
