@@ -199,6 +199,10 @@ class AttentionModel(pl.LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "test")
 
+    def planned_steps(self) -> float:
+        """Optimizer steps this fit will take (the Trainer's estimate), or inf outside a Trainer."""
+        return self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
+
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 

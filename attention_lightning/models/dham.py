@@ -18,8 +18,6 @@ shrank to a few pixels.
 """
 from __future__ import annotations
 
-import math
-
 from typing import Any, Literal
 from collections.abc import Sequence
 
@@ -225,7 +223,7 @@ class DHAM(AttentionModel):
         opt = super().configure_optimizers()
         if not self.hparams.lr_decay:
             return opt
-        return linear_decay(opt, self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf)
+        return linear_decay(opt, self.planned_steps())
 
     @torch.no_grad()
     def attention(self, batch: Any) -> Attention:

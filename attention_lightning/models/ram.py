@@ -312,8 +312,7 @@ class RAM(AttentionModel):
         return terms, greedy[:, -1]
 
     def configure_optimizers(self):
-        total = self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
-        return self.optimizer_for(total)
+        return self.optimizer_for(self.planned_steps())
 
     def optimizer_for(self, total: float):
         """The optimizer, with linear decay of the learning rate to 0 over ``total`` steps when ``lr_decay``."""

@@ -1,8 +1,10 @@
 import math
 
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from attention_lightning.models.dham import DHAM, AttentionHead, mip_crop
 from attention_lightning.nn.affine_crop import affine_crop
@@ -195,9 +197,6 @@ def test_a_valid_padded_head_treats_border_and_interior_cells_of_noise_alike(see
 
 @pytest.mark.parametrize("decay", [True, False])
 def test_lr_decay_anneals_linearly_to_zero_over_the_trainers_steps(decay, tmp_path):
-    import pytorch_lightning as pl
-    from torch.utils.data import DataLoader, TensorDataset
-
     seen = []
 
     class Watch(pl.Callback):
