@@ -96,6 +96,17 @@ def select(scores: Tensor, mode: Mode, k: int | None = None, threshold: float | 
     raise ValueError(f"mode={mode!r} is not supported; use one of {', '.join(SELECTIONS)}")
 
 
+def presence_gradient(selection: Selection, scores: Tensor) -> Selection:
+    """A hard selection whose weights pass a gradient to the presence ``scores`` (B, N) (straight-through).
+
+    Forward, nothing changes: a kept cell's weight is still exactly 1 (``1 + (s - s)`` with the second ``s``
+    detached) and a dropped cell's 0. Backward, the gradient of the loss with respect to a kept cell's weight
+    reaches that cell's presence, as if the cell were weighted by its presence: a kept cell that helps the
+    answer is pushed up the ranking, one that hurts is pushed down. Dropped cells still get no gradient.
+    """
+    return selection._replace(weights=selection.weights * (1 + (scores - scores.detach())))
+
+
 def pack_cells(cells: Tensor, mask: Tensor, max_count: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Selected cells moved to the front: (B, N, D), (B, N) -> cells (B, M, D), valid (B, M), indices (B, M).
 

@@ -6,7 +6,7 @@ import torch
 from attention_lightning import experiment
 from attention_lightning.attention import Attention
 from attention_lightning.models.han import HAN, QTYPE_NAMES, PairHead
-from attention_lightning.nn.selection import presence
+from attention_lightning.nn.selection import pack_cells, presence
 from datamodules.scenes import QTYPES
 from datamodules.vqa_scenes import VQAScenesDataModule, collate
 
@@ -77,6 +77,41 @@ def test_gradients_reach_both_encoders_through_selected_cells_only(dm, batch, se
     assert (per_cell[sel.mask] > 0).float().mean() > 0.9  # selected ones do (a dead ReLU may zero a few)
     for enc in (model.image_encoder, model.question_encoder):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in enc.parameters())
+
+
+@pytest.mark.parametrize("selection", ["topk", "adaptive"])
+def test_presence_grad_keeps_the_forward_and_adds_the_weights_gradient_along_each_kept_cell(dm, batch, selection):
+    plain = make(dm, selection=selection, k=9)
+    st = make(dm, selection=selection, k=9, presence_grad=True)
+    st.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        cells0, q = plain.encode(*plain.inputs(batch))  # (B, N, C), (B, C)
+    grads, logits = [], []
+    for model in (plain, st):
+        cells = cells0.clone().requires_grad_(True)
+        out = model.answer(cells, q, model.choose(cells))
+        torch.nn.functional.cross_entropy(out, batch.answer).backward()
+        grads.append(cells.grad)
+        logits.append(out.detach())
+    assert torch.equal(logits[0], logits[1])  # the forward pass is unchanged, bit for bit
+    sel = plain.choose(cells0)
+    assert (grads[1][~sel.mask] == 0).all()  # dropped cells still get no gradient
+    # dL/dw of each kept cell's weight, read off the head directly
+    xy = plain.cell_xy(cells0.device, cells0.dtype).expand(cells0.shape[0], -1, -1)
+    packed, valid, order = pack_cells(torch.cat([cells0, xy], dim=-1), sel.mask, sel.count)
+    w = valid.to(cells0.dtype).requires_grad_(True)
+    torch.nn.functional.cross_entropy(plain.head(packed[..., :-2], packed[..., -2:], w, q), batch.answer).backward()
+    dw = torch.zeros(sel.mask.shape).scatter(1, order, w.grad * valid)  # (B, N), 0 off the kept cells
+    # the added gradient is dL/dw_i * d|c_i|/dc_i = dL/dw_i * c_i / |c_i| on every kept cell
+    expected = dw[..., None] * cells0 / cells0.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close((grads[1] - grads[0])[sel.mask], expected[sel.mask], rtol=1e-4, atol=1e-6)
+    assert expected[sel.mask].abs().sum() > 0
+
+
+def test_presence_grad_needs_a_hard_selection(dm):
+    for selection in ("soft", "none"):
+        with pytest.raises(ValueError, match="--presence_grad=true needs --selection=topk or adaptive"):
+            make(dm, selection=selection, presence_grad=True)
 
 
 def test_soft_gradient_reaches_every_cell(dm, batch):
