@@ -20,8 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attention_lightning.models.han import SetHead  # noqa: E402
-from attention_lightning.nn.coords import pixel_centers  # noqa: E402
+from attention_lightning.models.han import SetHead, cell_centers  # noqa: E402
 
 GRID, COLOURS, SHAPES = 6, 4, 4
 
@@ -56,8 +55,7 @@ def main() -> None:
     cell_embed = nn.Embedding(1 + COLOURS * SHAPES, a.width)
     question = nn.Linear(COLOURS + SHAPES + COLOURS + SHAPES, a.width)
     head = SetHead(a.width, a.width, a.width, 2, GRID * GRID)
-    centers = pixel_centers(GRID)
-    xy = torch.stack(torch.meshgrid(centers, centers, indexing="xy"), dim=-1).reshape(-1, 2)  # (N, 2) row-major
+    xy = cell_centers(GRID, GRID)  # (N, 2) row-major, as HAN's cells
 
     def logits(contents: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
         q = question(words)                                                  # (B, C)

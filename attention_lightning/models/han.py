@@ -102,6 +102,12 @@ def conv_padding(kernel: int) -> int:
     return kernel // 2 if kernel % 2 else 0
 
 
+def cell_centers(h: int, w: int, device=None, dtype=None) -> Tensor:
+    """Centers (h * w, 2) of an (h, w) grid's cells as (x, y) in [-1, 1], row-major."""
+    ys, xs = pixel_centers(h, device=device, dtype=dtype), pixel_centers(w, device=device, dtype=dtype)
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)  # (N, 2)
+
+
 class ImageEncoder(nn.Module):
     """Conv-BN-ReLU layers (no pooling) from (B, C_in, H, W) to a grid (B, C, H', W').
 
@@ -325,9 +331,7 @@ class HAN(AttentionModel):
 
     def cell_xy(self, device, dtype) -> Tensor:
         """Cell centers (N, 2) as (x, y) in [-1, 1], row-major."""
-        h, w = self.grid_hw
-        ys, xs = pixel_centers(h, device=device, dtype=dtype), pixel_centers(w, device=device, dtype=dtype)
-        return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)  # (N, 2)
+        return cell_centers(*self.grid_hw, device=device, dtype=dtype)
 
     def choose(self, cells: Tensor) -> Selection:
         """The selection (mask and weights over the N cells) from the fused cells' presence."""
