@@ -4,7 +4,9 @@ question asks (``scenes.Asks``) as text with its answer.
 - ``exist``:  "is there a red circle ?"                               -> yes | no
 - ``query``:  "what colour|shape|size is the object at the top left ?" -> a colour | shape | size
 - ``count``:  "how many red objects are there ?", "how many circles are there ?" -> 0 .. max_count
-- ``relate``: "is the red circle left of the blue square ?"           -> yes | no (by center x)
+- ``relate``: "is the red circle left of the blue square ?"           -> yes | no (by center x); with
+  ``sides="left"`` every relate question says "left of" (the pair is written in the order that keeps the
+  drawn answer), so the answer is not the XOR of the word and the objects' order.
 
 Places are named only on lattices of 2..4 rows (``ROW_NAMES``), so ``query`` needs such a grid.
 """
@@ -62,11 +64,19 @@ class Tokenizer:
         return " ".join(self.itos[int(i)] for i in ids if int(i) != 0)
 
 
-def phrase(scenes: Scenes, combos: np.ndarray, grid: int) -> Scenes:
+RELATE_SIDES = ("both", "left")
+
+
+def phrase(scenes: Scenes, combos: np.ndarray, grid: int, sides: str = "both") -> Scenes:
     """The scenes with each question's text, answer and kind written from ``scenes.asks``.
 
-    ``combos`` (K, 2) are the generator's (colour, shape) pairs that ``asks.absent`` indexes.
+    ``combos`` (K, 2) are the generator's (colour, shape) pairs that ``asks.absent`` indexes. ``sides``: the
+    relation words of relate questions: both ("left of" or "right of", whichever the drawn answer and the
+    pair's order give) or left (always "left of": where the text would say "B right of A" it asks "A left
+    of B", the same fact, so every answer stays as drawn).
     """
+    if sides not in RELATE_SIDES:
+        raise ValueError(f"relate sides {sides!r} is not one of {', '.join(RELATE_SIDES)}")
     asks, colours, places = scenes.asks, list(COLOURS), place_names(grid)
     if asks is None:
         raise ValueError("phrase needs scenes drawn by SceneGenerator.sample (their asks are missing)")
@@ -88,6 +98,8 @@ def phrase(scenes: Scenes, combos: np.ndarray, grid: int) -> Scenes:
         else:
             c = asks.other[i]
             word = "left" if asks.subject_left[i] == asks.yes[i] else "right"
+            if word == "right" and sides == "left":  # "j right of c" is "c left of j"
+                j, c, word = c, j, "left"
             q = (f"is the {colours[scenes.colour[i, j]]} {SHAPES[scenes.shape[i, j]]} {word} of the "
                  f"{colours[scenes.colour[i, c]]} {SHAPES[scenes.shape[i, c]]} ?")
             ans = "yes" if asks.yes[i] else "no"

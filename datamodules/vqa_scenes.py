@@ -37,8 +37,9 @@ class VQAScenes(Dataset):
     torch draw per item for train (so train scenes change every epoch). Batches are made at once."""
 
     def __init__(self, generator: SceneGenerator, tokenizer: Tokenizer, answers: Sequence[str], length: int,
-                 split: str, data_seed: int) -> None:
+                 split: str, data_seed: int, relate_sides: str = "both") -> None:
         self.gen, self.tokenizer, self.length, self.split, self.data_seed = generator, tokenizer, length, split, data_seed
+        self.relate_sides = relate_sides
         self.answers = list(answers)
         self.answer_index = {a: i for i, a in enumerate(self.answers)}
 
@@ -49,7 +50,7 @@ class VQAScenes(Dataset):
         return ItemStreams(self.data_seed, self.split, indices)
 
     def phrased(self, streams: ItemStreams) -> Scenes:
-        return phrase(self.gen.sample(streams), self.gen.combos, self.gen.grid)
+        return phrase(self.gen.sample(streams), self.gen.combos, self.gen.grid, self.relate_sides)
 
     def scenes(self, indices: Sequence[int]) -> Scenes:
         """The scenes and questions of these items (no rendering)."""
@@ -104,6 +105,8 @@ class VQAScenesDataModule(BaseDataModule):
         noise: std of Gaussian pixel noise added to images (0: none).
         num_colours: colours used (the first ones of red, green, blue, yellow, magenta, cyan).
         num_shapes: shapes used (the first ones of circle, square, triangle, cross).
+        relate_sides: relate questions say both (left of / right of) or only left (left of; the answer is then
+            not the XOR of the word and the pair's order).
         train_size: train items per epoch (new scenes every epoch).
         val_size: validation items (fixed scenes).
         test_size: test items (fixed scenes).
@@ -125,6 +128,7 @@ class VQAScenesDataModule(BaseDataModule):
         noise: float = 0.0,
         num_colours: int = len(COLOURS),
         num_shapes: int = len(SHAPES),
+        relate_sides: Literal["both", "left"] = "both",
         train_size: int = 50000,
         val_size: int = 2000,
         test_size: int = 2000,
@@ -182,7 +186,8 @@ class VQAScenesDataModule(BaseDataModule):
         return self.facts().model_facts()
 
     def _make(self, split: str, length: int) -> VQAScenes:
-        return VQAScenes(self.generator, self.tokenizer, self.answers, length, split, self.hparams.data_seed)
+        hp = self.hparams
+        return VQAScenes(self.generator, self.tokenizer, self.answers, length, split, hp.data_seed, hp.relate_sides)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -232,3 +232,29 @@ def test_noise_is_per_item_and_reproducible():
     clean = torch.from_numpy(dm.generator.render(dm.val_set.scene(1)))
     diff = a[1]["image"] - clean
     assert 0.1 < diff.std() < 0.25 and a[1]["image"].min() >= 0 and a[1]["image"].max() <= 1
+
+
+def test_relate_sides_left_says_left_of_and_keeps_every_answer():
+    """``relate_sides=left``: every relate question says "left of", its answer agrees with the independent
+    reader, and item i has the same scene and answer as with both words (the pair is written in the other
+    order where the text would have said "right of"), so the answers stay balanced."""
+    kw = dict(canvas_size=48, grid=6, min_objects=5, max_objects=9, clutter=6, num_colours=4, num_shapes=4,
+              question_types=["relate"], val_size=300)
+    both, left = small_dm(**kw), small_dm(**kw, relate_sides="left")
+    a, b = both.val_set.scenes(range(300)), left.val_set.scenes(range(300))
+    assert a.answer == b.answer and np.array_equal(a.place, b.place)
+    assert sum(" right of " in q for q in a.question) > 100  # both words are used by default
+    swapped = 0
+    for i in range(300):
+        assert " left of " in b.question[i] and " right " not in b.question[i]
+        assert answer_question(b[i], b.question[i], 6) == b.answer[i], b.question[i]
+        if a.question[i] != b.question[i]:
+            wa, wb = a.question[i].split(), b.question[i].split()
+            assert wa[4] == "right" and wa[2:4] == wb[7:9] and wa[7:9] == wb[2:4]  # the pair, reversed
+            swapped += 1
+    assert swapped > 100 and 0.4 < b.answer.count("yes") / 300 < 0.6
+
+
+def test_relate_sides_is_checked():
+    with pytest.raises(experiment.UserError, match="relate_sides"):
+        experiment.plan({"model": "han", "data": "vqa_scenes", "relate_sides": "up"})
