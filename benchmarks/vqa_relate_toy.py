@@ -7,8 +7,8 @@ as in the 6x6 preset (5-9 objects with distinct pairs on a 6x6 lattice, A and B 
 held-out accuracy every 500 steps. A diagnostic for issue 17.2 (benchmarks/README.md, "VQA 6x6"):
 
     OMP_NUM_THREADS=1 python benchmarks/vqa_relate_toy.py --steps 3000               # "left of" only: learns
-    OMP_NUM_THREADS=1 python benchmarks/vqa_relate_toy.py --steps 8000 --sides both  # yes/no XOR the word
-    OMP_NUM_THREADS=1 python benchmarks/vqa_relate_toy.py --steps 5000 --bow [--question_scale 0.1]
+    OMP_NUM_THREADS=1 python benchmarks/vqa_relate_toy.py --steps 6000 --sides both  # yes/no XOR the word
+    OMP_NUM_THREADS=1 python benchmarks/vqa_relate_toy.py --steps 4000 --bow [--question_scale 0.1]
 """
 from __future__ import annotations
 
