@@ -25,7 +25,7 @@ from attention_lightning.registry import register_datamodule
 
 from .base import BaseDataModule
 from .counter_rng import ItemStreams
-from .questions import ROW_NAMES, Tokenizer, answer_words, phrase, question_words
+from .questions import RELATE_SIDES, ROW_NAMES, Tokenizer, answer_words, phrase, question_words
 from .scenes import COLOURS, QTYPES, SHAPES, Scene, SceneGenerator, Scenes
 
 QType = Literal["exist", "query", "count", "relate"]
@@ -158,6 +158,8 @@ class VQAScenesDataModule(BaseDataModule):
                              f"(a count question needs room for objects without the counted colour or shape); use "
                              f"--max_objects <= {num_colours * num_shapes - max(num_colours, num_shapes)} or more "
                              f"--num_colours/--num_shapes")
+        if relate_sides not in RELATE_SIDES:
+            raise ValueError(f"--relate_sides={relate_sides!r} must be one of {', '.join(RELATE_SIDES)}")
         if clutter < 0 or noise < 0:
             raise ValueError(f"--clutter={clutter} and --noise={noise} must be non-negative")
         if not question_types:

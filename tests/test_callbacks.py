@@ -100,7 +100,7 @@ def read_run(run: Path) -> tuple[dict, list[dict], list]:
     config, rows, artifacts = {}, [], []
     for r in wandb_records(log):
         kind = r.WhichOneof("record_type")
-        if kind in ("run", "config"):  # a config update made before the run record is written travels inside it
+        if kind in ("run", "config"):  # read the config wherever wandb put it: the run record or config records
             updates = (r.run.config if kind == "run" else r.config).update
             config.update({item.key: json.loads(item.value_json) for item in updates})
         elif kind == "history":

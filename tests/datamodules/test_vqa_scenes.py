@@ -136,6 +136,7 @@ def test_facts_and_vocabularies():
     ({"max_objects": 10}, "--max_objects"), ({"grid": 9}, "--grid"), ({"canvas_size": 16}, "--canvas_size"),
     ({"question_types": []}, "--question_types"), ({"max_count": 9}, "--max_count"),
     ({"grid": 6, "canvas_size": 48}, "--question_types has query"),  # places are named only up to 4x4
+    ({"relate_sides": "up"}, "--relate_sides"),
 ])
 def test_bad_flags_name_the_flag(kw, flag):
     with pytest.raises(ValueError, match=flag):
