@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attention_lightning.models.han import QuestionEncoder, SetHead, cell_centers  # noqa: E402
-from datamodules.questions import Tokenizer, question_words  # noqa: E402
+from datamodules.questions import Tokenizer, question_words, relate_text  # noqa: E402
 from datamodules.scenes import COLOURS as COLOUR_NAMES, SHAPES as SHAPE_NAMES  # noqa: E402
 
 GRID, COLOURS, SHAPES = 6, 4, 4
@@ -48,8 +48,8 @@ def scenes(batch: int, gen: torch.Generator, sides: str = "left", bow: bool = Fa
     keep = col_a != col_b
     if bow:
         colour, shape = list(COLOUR_NAMES), list(SHAPE_NAMES)
-        text = [f"is the {colour[x // SHAPES]} {shape[x % SHAPES]} {'right' if w else 'left'} of the "
-                f"{colour[y // SHAPES]} {shape[y % SHAPES]} ?" for x, y, w in zip(a.tolist(), b.tolist(), right.tolist())]
+        text = [relate_text(colour[x // SHAPES], shape[x % SHAPES], "right" if w else "left", colour[y // SHAPES],
+                            shape[y % SHAPES]) for x, y, w in zip(a.tolist(), b.tolist(), right.tolist())]
         words = torch.tensor([TOKENS.encode(t) for t in text])  # (B, 10): one template, one length
     else:
         parts = [(a // SHAPES, COLOURS), (a % SHAPES, SHAPES), (b // SHAPES, COLOURS), (b % SHAPES, SHAPES)]

@@ -67,6 +67,11 @@ class Tokenizer:
 RELATE_SIDES = ("both", "left")
 
 
+def relate_text(colour_a: str, shape_a: str, word: str, colour_b: str, shape_b: str) -> str:
+    """A relate question: "is the <colour_a> <shape_a> <word> of the <colour_b> <shape_b> ?"."""
+    return f"is the {colour_a} {shape_a} {word} of the {colour_b} {shape_b} ?"
+
+
 def phrase(scenes: Scenes, combos: np.ndarray, grid: int, sides: str = "both") -> Scenes:
     """The scenes with each question's text, answer and kind written from ``scenes.asks``.
 
@@ -100,8 +105,8 @@ def phrase(scenes: Scenes, combos: np.ndarray, grid: int, sides: str = "both") -
             word = "left" if asks.subject_left[i] == asks.yes[i] else "right"
             if word == "right" and sides == "left":  # "j right of c" is "c left of j"
                 j, c, word = c, j, "left"
-            q = (f"is the {colours[scenes.colour[i, j]]} {SHAPES[scenes.shape[i, j]]} {word} of the "
-                 f"{colours[scenes.colour[i, c]]} {SHAPES[scenes.shape[i, c]]} ?")
+            q = relate_text(colours[scenes.colour[i, j]], SHAPES[scenes.shape[i, j]], word,
+                            colours[scenes.colour[i, c]], SHAPES[scenes.shape[i, c]])
             ans = "yes" if asks.yes[i] else "no"
         question.append(q)
         answer.append(ans)
