@@ -3,6 +3,7 @@ identical to viz's; no logger, no callback."""
 import contextlib
 import json
 import struct
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -94,11 +95,30 @@ def offline_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
 
 
+def finished_records(log: Path, timeout: float = 60.0) -> list:
+    """The records of a ``.wandb`` file once wandb's service has written all of it (the last record is the run's
+    exit). ``finish()`` can return before the service process has flushed the file: on a loaded machine the test
+    read a file without its final history rows, or cut inside a record."""
+    from google.protobuf.message import DecodeError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = list(wandb_records(log))
+            if records and records[-1].WhichOneof("record_type") == "exit":
+                return records
+        except DecodeError:  # a record still being written
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{log} has no exit record {timeout:.0f} s after the run finished")
+        time.sleep(0.2)
+
+
 def read_run(run: Path) -> tuple[dict, list[dict], list]:
-    """(config, history rows as {key: value}, artifact records) of an offline run directory."""
+    """(config, history rows as {key: value}, artifact records) of a finished offline run directory."""
     (log,) = run.glob("*.wandb")
     config, rows, artifacts = {}, [], []
-    for r in wandb_records(log):
+    for r in finished_records(log):
         kind = r.WhichOneof("record_type")
         if kind in ("run", "config"):  # read the config wherever wandb put it: the run record or config records
             updates = (r.run.config if kind == "run" else r.config).update
