@@ -30,6 +30,10 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
      included): sum_ij w_i w_j g([u_i, u_j, q]) scaled by the fixed 1/N, then the same MLP over [sum, q].
      This is the paper's "RN + HAN" on CLEVR, where hard attention is what makes the quadratic head
      affordable: k = 4 cells give 16 pairs, all 36 cells of a 6x6 grid give 1296.
+   - ``flat`` (ours): no weight sharing across cells: the kept cells, in grid order, fill a fixed number of
+     slots (k under top-k, else N), each [cell, cell * q, xy] times its weight, flattened into one MLP with the
+     question. With every cell kept it is the plain no-attention VQA model (an MLP over the whole grid);
+     with top-k the same MLP reads k slots, whichever places the kept cells come from.
    Cross-entropy trains everything.
 
 Deviations from the paper, each for a measured reason on the synthetic scenes:
@@ -219,8 +223,36 @@ class PairHead(nn.Module):
         return self.f(torch.cat([pooled, question], dim=-1))  # (B, K)
 
 
+class FlatHead(nn.Module):
+    """Answer head without weight sharing across cells: the kept cells, in grid order, fill ``num_slots`` slots
+    of [cell, cell * q, xy] (weighted; empty slots zero), flattened into one MLP with the question.
+
+    The plain no-attention VQA model (an MLP over the whole feature grid, as a CNN's fully connected layer reads
+    its last map) when every cell is kept (slots = N cells, slot i = cell i); with top-k (slots = k) each slot
+    holds the i-th kept cell wherever it is, so the MLP reads k cells instead of N.
+    """
+
+    def __init__(self, cell_dim: int, question_dim: int, hidden: int, num_classes: int, num_slots: int) -> None:
+        super().__init__()
+        if cell_dim != question_dim:
+            raise ValueError(f"cell features ({cell_dim}) and the question ({question_dim}) must have one width")
+        self.num_slots = num_slots
+        self.slots = nn.Linear(num_slots * (2 * cell_dim + 2), hidden)
+        self.f = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+                               nn.Linear(hidden, num_classes))
+        self.question = nn.Linear(question_dim, hidden, bias=False)
+
+    def forward(self, cells: Tensor, xy: Tensor, weights: Tensor, question: Tensor) -> Tensor:
+        m = cells.shape[1]
+        if m > self.num_slots:
+            raise ValueError(f"{m} cells reached a flat head of {self.num_slots} slots")
+        u = torch.cat([cells, cells * question[:, None], xy], dim=-1) * weights[..., None]  # (B, M, 2C + 2)
+        u = F.pad(u, (0, 0, 0, self.num_slots - m))  # (B, S, 2C + 2), slots past the kept cells zero
+        return self.f(self.slots(u.flatten(1)) + self.question(question))  # (B, K)
+
+
 QTYPE_NAMES = ("exist", "query", "count", "relate")  # what ``qtype`` indexes in vqa_scenes batches
-HEADS = {"set": SetHead, "pairs": PairHead}
+HEADS = {"set": SetHead, "pairs": PairHead, "flat": FlatHead}
 
 
 @register_model("han", "HAN/AdaHAN: question-fused CNN grid, keep top-k or adaptive cells by L2 presence, set head")
@@ -245,7 +277,8 @@ class HAN(AttentionModel):
         fusion: sum (the paper's: image feature + question), film (also question-dependent channel gains) or
             gate (only the gains: a cell with a zero image feature has a zero fused feature).
         encoder_norm: batch (conv-BN-ReLU) or none (conv-ReLU without biases: a blank patch encodes to zero).
-        head: set (per-cell MLP, summed) or pairs (relation network over pairs of selected cells).
+        head: set (per-cell MLP, summed), pairs (relation network over pairs of selected cells) or flat (one MLP
+            over the kept cells in slots: no weight sharing across cells).
         blind: answer from the question alone: the image is zeroed before the encoder (a baseline).
         presence_grad: topk/adaptive: a straight-through gradient from the kept cells' weights to their
             presence (the forward pass is unchanged); off is the paper's HAN.
@@ -271,7 +304,7 @@ class HAN(AttentionModel):
         rnn: Literal["lstm", "gru", "bow"] = "lstm",
         fusion: Literal["sum", "film", "gate"] = "sum",
         encoder_norm: Literal["batch", "none"] = "batch",
-        head: Literal["set", "pairs"] = "set",
+        head: Literal["set", "pairs", "flat"] = "set",
         blind: bool = False,
         presence_grad: bool = False,
         lr: float = 1e-3,
@@ -296,7 +329,9 @@ class HAN(AttentionModel):
         self.position = None if gate else nn.Parameter(0.1 * torch.randn(fusion_dim, *self.grid_hw))
         self.film = nn.Linear(fusion_dim, fusion_dim) if fusion in ("film", "gate") else None
         self.fuse = nn.Conv2d(fusion_dim, fusion_dim, 1, bias=not gate)
-        self.head = HEADS[head](fusion_dim, fusion_dim, head_hidden, num_classes, self.num_cells)
+        # the flat head has one slot per cell it can receive: k under top-k, else every cell
+        size = self.k if head == "flat" and selection == "topk" else self.num_cells
+        self.head = HEADS[head](fusion_dim, fusion_dim, head_hidden, num_classes, size)
         # fraction of cells attended: running mean of f and f^2 per stage, for the epoch's mean and spread
         self.attended = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test") for m in ("mean", "sq")})
         # accuracy per question type: a mean of 'correct' weighted by 'is of this type', per stage and type

@@ -5,7 +5,7 @@ import torch
 
 from attention_lightning import experiment
 from attention_lightning.attention import Attention
-from attention_lightning.models.han import HAN, QTYPE_NAMES, PairHead
+from attention_lightning.models.han import HAN, QTYPE_NAMES, FlatHead, PairHead
 from attention_lightning.nn.selection import pack_cells, presence
 from datamodules.scenes import QTYPES
 from datamodules.vqa_scenes import VQAScenesDataModule, collate
@@ -38,7 +38,7 @@ def test_k_larger_than_the_grid_names_the_flag(dm):
         make(dm, selection="hard")
 
 
-@pytest.mark.parametrize("head", ["set", "pairs"])
+@pytest.mark.parametrize("head", ["set", "pairs", "flat"])
 @pytest.mark.parametrize("selection", SELECTIONS)
 def test_shapes_and_attention(dm, batch, selection, head):
     model = make(dm, selection=selection, k=10, head=head).eval()
@@ -64,7 +64,7 @@ def test_topk_keeps_the_k_largest_presence_cells_of_the_fused_features(dm, batch
         assert norms[b][mask[b]].min() > norms[b][~mask[b]].max()
 
 
-@pytest.mark.parametrize("head", ["set", "pairs"])
+@pytest.mark.parametrize("head", ["set", "pairs", "flat"])
 @pytest.mark.parametrize("selection", ["topk", "adaptive"])
 def test_gradients_reach_both_encoders_through_selected_cells_only(dm, batch, selection, head):
     model = make(dm, selection=selection, k=9, head=head)
@@ -122,7 +122,7 @@ def test_soft_gradient_reaches_every_cell(dm, batch):
     assert (cells.grad.abs().sum(-1) > 0).all()
 
 
-@pytest.mark.parametrize("head", ["set", "pairs"])
+@pytest.mark.parametrize("head", ["set", "pairs", "flat"])
 @pytest.mark.parametrize("selection", ["topk", "adaptive"])
 def test_unselected_cells_do_not_change_the_answer(dm, batch, selection, head):
     model = make(dm, selection=selection, k=9, head=head).eval()
@@ -209,11 +209,16 @@ def test_question_type_names_follow_the_datamodule():
     assert QTYPE_NAMES == QTYPES
 
 
+def head_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded head inputs: cells (2, 3, 4), their xy (2, 3, 2) and the questions (2, 4)."""
+    torch.manual_seed(0)
+    return torch.randn(2, 3, 4), torch.rand(2, 3, 2), torch.randn(2, 4)
+
+
 def test_pair_head_sums_a_function_of_every_ordered_pair_of_kept_cells():
     """Hand check against the definition: sum over ordered pairs (i, j) of valid cells, self-pairs included."""
-    torch.manual_seed(0)
+    cells, xy, q = head_inputs()
     head = PairHead(4, 4, 8, 3, num_cells=5).eval()
-    cells, xy, q = torch.randn(2, 3, 4), torch.rand(2, 3, 2), torch.randn(2, 4)
     weights = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
     with torch.no_grad():
         logits = head(cells, xy, weights, q)
@@ -223,6 +228,29 @@ def test_pair_head_sums_a_function_of_every_ordered_pair_of_kept_cells():
                         for i in range(3) for j in range(3) if weights[b, i] and weights[b, j])
             expected = head.f(torch.cat([total / 5, q[b]]))
             torch.testing.assert_close(logits[b], expected)
+
+
+def test_flat_head_reads_each_slot_with_its_own_weights_and_zeroes_the_slots_past_the_kept_cells():
+    """Hand check: slot i of [cell, cell * q, xy] times its weight, padded with zero slots, through one MLP."""
+    cells, xy, q = head_inputs()
+    head = FlatHead(4, 4, 8, 3, num_slots=4).eval()
+    weights = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.5, 1.0]])
+    with torch.no_grad():
+        logits = head(cells, xy, weights, q)
+        for b in range(2):
+            u = torch.cat([cells[b], cells[b] * q[b], xy[b]], -1) * weights[b, :, None]  # (3, 10)
+            flat = torch.cat([u.flatten(), torch.zeros(10)])  # the fourth slot is empty
+            torch.testing.assert_close(logits[b], head.f(head.slots(flat) + head.question(q[b])))
+        swapped = head(cells.flip(1), xy.flip(1), weights.flip(1), q)  # same cells in other slots: other answer
+        assert not torch.allclose(swapped, logits)
+        with pytest.raises(ValueError, match="5 cells reached a flat head of 4 slots"):
+            head(torch.randn(2, 5, 4), torch.rand(2, 5, 2), torch.ones(2, 5), q)
+
+
+def test_flat_head_has_k_slots_under_topk_and_one_per_cell_otherwise(dm):
+    assert make(dm, selection="topk", k=5, head="flat").head.num_slots == 5
+    for selection in ("adaptive", "soft", "none"):
+        assert make(dm, selection=selection, head="flat").head.num_slots == 64
 
 
 def test_blind_answers_from_the_question_alone(dm, batch):
