@@ -282,6 +282,9 @@ class HAN(AttentionModel):
         blind: answer from the question alone: the image is zeroed before the encoder (a baseline).
         presence_grad: topk/adaptive: a straight-through gradient from the kept cells' weights to their
             presence (the forward pass is unchanged); off is the paper's HAN.
+        slot_order: the order in which topk/adaptive's kept cells fill the flat head's slots: row (grid order,
+            row by row) or column (column by column: left to right, so for a left/right question the slots' order
+            says which object is left). Only the flat head reads slots by position.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
     """
@@ -307,6 +310,7 @@ class HAN(AttentionModel):
         head: Literal["set", "pairs", "flat"] = "set",
         blind: bool = False,
         presence_grad: bool = False,
+        slot_order: Literal["row", "column"] = "row",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
@@ -320,6 +324,10 @@ class HAN(AttentionModel):
         if presence_grad and selection not in ("topk", "adaptive"):
             raise ValueError(f"--presence_grad=true needs --selection=topk or adaptive (got {selection}: soft already "
                              f"passes a gradient to presence, none has no selection)")
+        if slot_order != "row" and (head != "flat" or selection not in ("topk", "adaptive")):
+            raise ValueError(f"--slot_order={slot_order} orders the slots of --head=flat under --selection=topk or "
+                             f"adaptive (got head {head}, selection {selection}): the set and pair heads sum over "
+                             f"cells and none/soft keep every cell in its place; drop the flag")
         if threshold is not None and not 0.0 <= threshold < 1.0:
             raise ValueError(f"--threshold={threshold} must be in [0, 1) (a softmax value; default 1/{self.num_cells})")
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, fusion_dim, rnn)
@@ -332,6 +340,9 @@ class HAN(AttentionModel):
         # the flat head has one slot per cell it can receive: k under top-k, else every cell
         size = self.k if head == "flat" and selection == "topk" else self.num_cells
         self.head = HEADS[head](fusion_dim, fusion_dim, head_hidden, num_classes, size)
+        # kept cells fill the slots in this order of the row-major cells: (N,)
+        order = torch.arange(self.num_cells).view(self.grid_hw)
+        self.register_buffer("slot_perm", (order.t() if slot_order == "column" else order).reshape(-1), persistent=False)
         # fraction of cells attended: running mean of f and f^2 per stage, for the epoch's mean and spread
         self.attended = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test") for m in ("mean", "sq")})
         # accuracy per question type: a mean of 'correct' weighted by 'is of this type', per stage and type
@@ -378,8 +389,9 @@ class HAN(AttentionModel):
         """Logits (B, K) from the selected cells only (hard modes) or all cells weighted (soft/none)."""
         xy = self.cell_xy(cells.device, cells.dtype).expand(cells.shape[0], -1, -1)  # (B, N, 2)
         if self.hparams.selection in ("topk", "adaptive"):
-            packed, _, order = pack_cells(torch.cat([cells, xy], dim=-1), sel.mask, sel.count)  # (B, M, C + 2)
-            weights = torch.gather(sel.weights, 1, order).to(cells.dtype)  # (B, M): 1 kept, 0 padding
+            both = torch.cat([cells, xy], dim=-1)[:, self.slot_perm]  # (B, N, C + 2) in slot order
+            packed, _, order = pack_cells(both, sel.mask[:, self.slot_perm], sel.count)  # (B, M, C + 2)
+            weights = torch.gather(sel.weights[:, self.slot_perm], 1, order).to(cells.dtype)  # (B, M): 1 kept, 0 pad
             return self.head(packed[..., :-2], packed[..., -2:], weights, q)
         return self.head(cells, xy, sel.weights.to(cells.dtype), q)
 

@@ -253,6 +253,32 @@ def test_flat_head_has_k_slots_under_topk_and_one_per_cell_otherwise(dm):
         assert make(dm, selection=selection, head="flat").head.num_slots == 64
 
 
+@pytest.mark.parametrize("selection", ["topk", "adaptive"])
+def test_slot_order_fills_the_flat_heads_slots_row_by_row_or_column_by_column(dm, selection):
+    """The same four kept cells reach the flat head; --slot_order decides which slot each fills."""
+    kept = [(0, 5), (2, 1), (2, 6), (6, 0)]  # (row, col) on the 8x8 grid
+    by_row, by_col = kept, sorted(kept, key=lambda rc: (rc[1], rc[0]))
+    for order, expected in (("row", by_row), ("column", by_col)):
+        model = make(dm, selection=selection, k=4, head="flat", slot_order=order).eval()
+        cells = torch.zeros(1, 64, 32)  # (B, N, C): presence (L2 norm) is zero except at the kept cells
+        for r, c in kept:
+            cells[0, 8 * r + c] = 1.0
+        seen = {}
+        model.head.register_forward_hook(lambda mod, args, out: seen.update(cells=args[0], xy=args[1], w=args[2]))
+        with torch.no_grad():
+            model.answer(cells, torch.randn(1, 32), model.choose(cells))
+        xy = model.cell_xy(cells.device, cells.dtype)  # (N, 2)
+        n = len(kept)
+        torch.testing.assert_close(seen["xy"][0, :n], xy[[8 * r + c for r, c in expected]])
+        assert (seen["w"][0, :n] > 0).all() and (seen["w"][0, n:] == 0).all()
+
+
+def test_slot_order_other_than_row_needs_the_flat_head_and_a_hard_selection(dm):
+    for kw in ({"head": "set"}, {"head": "pairs"}, {"head": "flat", "selection": "none"}):
+        with pytest.raises(ValueError, match="--slot_order=column orders the slots of --head=flat"):
+            make(dm, **{"selection": "topk", "k": 4, **kw, "slot_order": "column"})
+
+
 def test_blind_answers_from_the_question_alone(dm, batch):
     model = make(dm, selection="topk", k=9, blind=True, head="pairs").eval()
     images, tokens, lengths = model.inputs(batch)
