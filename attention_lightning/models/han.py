@@ -30,10 +30,11 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
      included): sum_ij w_i w_j g([u_i, u_j, q]) scaled by the fixed 1/N, then the same MLP over [sum, q].
      This is the paper's "RN + HAN" on CLEVR, where hard attention is what makes the quadratic head
      affordable: k = 4 cells give 16 pairs, all 36 cells of a 6x6 grid give 1296.
-   - ``flat`` (ours): no weight sharing across cells: the kept cells, in grid order, fill a fixed number of
-     slots (k under top-k, else N), each [cell, cell * q, xy] times its weight, flattened into one MLP with the
-     question. With every cell kept it is the plain no-attention VQA model (an MLP over the whole grid);
-     with top-k the same MLP reads k slots, whichever places the kept cells come from.
+   - ``flat`` (ours): no weight sharing across cells: the kept cells, in grid order (row by row, or column by
+     column with ``--slot_order=column``), fill a fixed number of slots (k under top-k, else N), each
+     [cell, cell * q, xy] times its weight, flattened into one MLP with the question. With every cell kept it
+     is the plain no-attention VQA model (an MLP over the whole grid); with top-k the same MLP reads k slots,
+     whichever places the kept cells come from.
    Cross-entropy trains everything.
 
 Deviations from the paper, each for a measured reason on the synthetic scenes:
@@ -224,7 +225,7 @@ class PairHead(nn.Module):
 
 
 class FlatHead(nn.Module):
-    """Answer head without weight sharing across cells: the kept cells, in grid order, fill ``num_slots`` slots
+    """Answer head without weight sharing across cells: the kept cells, in the order given, fill ``num_slots`` slots
     of [cell, cell * q, xy] (weighted; empty slots zero), flattened into one MLP with the question.
 
     The plain no-attention VQA model (an MLP over the whole feature grid, as a CNN's fully connected layer reads
@@ -340,9 +341,9 @@ class HAN(AttentionModel):
         # the flat head has one slot per cell it can receive: k under top-k, else every cell
         size = self.k if head == "flat" and selection == "topk" else self.num_cells
         self.head = HEADS[head](fusion_dim, fusion_dim, head_hidden, num_classes, size)
-        # kept cells fill the slots in this order of the row-major cells: (N,)
-        order = torch.arange(self.num_cells).view(self.grid_hw)
-        self.register_buffer("slot_perm", (order.t() if slot_order == "column" else order).reshape(-1), persistent=False)
+        # column order: the row-major cells' indices column by column, (N,); row order needs none
+        column = torch.arange(self.num_cells).view(self.grid_hw).t().reshape(-1) if slot_order == "column" else None
+        self.register_buffer("slot_perm", column, persistent=False)
         # fraction of cells attended: running mean of f and f^2 per stage, for the epoch's mean and spread
         self.attended = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test") for m in ("mean", "sq")})
         # accuracy per question type: a mean of 'correct' weighted by 'is of this type', per stage and type
@@ -389,9 +390,11 @@ class HAN(AttentionModel):
         """Logits (B, K) from the selected cells only (hard modes) or all cells weighted (soft/none)."""
         xy = self.cell_xy(cells.device, cells.dtype).expand(cells.shape[0], -1, -1)  # (B, N, 2)
         if self.hparams.selection in ("topk", "adaptive"):
-            both = torch.cat([cells, xy], dim=-1)[:, self.slot_perm]  # (B, N, C + 2) in slot order
-            packed, _, order = pack_cells(both, sel.mask[:, self.slot_perm], sel.count)  # (B, M, C + 2)
-            weights = torch.gather(sel.weights[:, self.slot_perm], 1, order).to(cells.dtype)  # (B, M): 1 kept, 0 pad
+            both, mask, w = torch.cat([cells, xy], dim=-1), sel.mask, sel.weights  # (B, N, C + 2), (B, N), (B, N)
+            if self.slot_perm is not None:  # column order: the kept cells fill the slots column by column
+                both, mask, w = both[:, self.slot_perm], mask[:, self.slot_perm], w[:, self.slot_perm]
+            packed, _, order = pack_cells(both, mask, sel.count)  # (B, M, C + 2)
+            weights = torch.gather(w, 1, order).to(cells.dtype)  # (B, M): 1 kept, 0 padding
             return self.head(packed[..., :-2], packed[..., -2:], weights, q)
         return self.head(cells, xy, sel.weights.to(cells.dtype), q)
 
