@@ -5,8 +5,10 @@ question asks (``scenes.Asks``) as text with its answer.
 - ``query``:  "what colour|shape|size is the object at the top left ?" -> a colour | shape | size
 - ``count``:  "how many red objects are there ?", "how many circles are there ?" -> 0 .. max_count
 - ``relate``: "is the red circle left of the blue square ?"           -> yes | no (by center x); with
-  ``sides="left"`` every relate question says "left of" (the pair is written in the order that keeps the
-  drawn answer), so the answer is not the XOR of the word and the objects' order.
+  ``relate_axes="xy"`` half of them compare y instead: "is the red circle above the blue square ?" (by
+  center y, image rows growing down). With ``sides="left"`` every relate question says "left of" (or "above")
+  (the pair is written in the order that keeps the drawn answer), so the answer is not the XOR of the word and
+  the objects' order.
 
 Places are named only on lattices of 2..4 rows (``ROW_NAMES``), so ``query`` needs such a grid.
 """
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .scenes import COLOURS, QTYPES, SHAPES, SIZES, Scenes
+from .scenes import COLOURS, QTYPES, RELATE_AXES, SHAPES, SIZES, Scenes
 
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
 ROW_NAMES = {2: ("top", "bottom"), 3: ("top", "middle", "bottom"), 4: ("top", "upper", "lower", "bottom")}
@@ -32,10 +34,14 @@ def place_names(grid: int) -> list[str]:
     return [f"{r} {c}" for r in ROW_NAMES[grid] for c in COL_NAMES[grid]]
 
 
-def question_words(grid: int) -> list[str]:
-    """Every word a question can use (sorted)."""
+def question_words(grid: int, relate_axes: str = "x") -> list[str]:
+    """Every word a question can use (sorted); "above" and "below" only when relate questions compare y too."""
+    if relate_axes not in RELATE_AXES:
+        raise ValueError(f"relate axes {relate_axes!r} is not one of {', '.join(RELATE_AXES)}")
     words = {"is", "there", "a", "what", "the", "object", "at", "how", "many", "objects", "are", "of", "?",
              "left", "right", "colour", "shape", "size"}
+    if "y" in relate_axes:
+        words |= {"above", "below"}
     words |= set(COLOURS) | set(SHAPES) | set(PLURALS.values())
     for name in place_names(grid):
         words |= set(name.split())
@@ -65,20 +71,22 @@ class Tokenizer:
 
 
 RELATE_SIDES = ("both", "left")
+RELATE_WORDS = (("left", "right"), ("above", "below"))  # per axis (x, y): (first, second) along it
 
 
 def relate_text(colour_a: str, shape_a: str, word: str, colour_b: str, shape_b: str) -> str:
-    """A relate question: "is the <colour_a> <shape_a> <word> of the <colour_b> <shape_b> ?"."""
-    return f"is the {colour_a} {shape_a} {word} of the {colour_b} {shape_b} ?"
+    """A relate question: "is the <colour_a> <shape_a> left of|right of|above|below the <colour_b> <shape_b> ?"."""
+    word = f"{word} of" if word in RELATE_WORDS[0] else word
+    return f"is the {colour_a} {shape_a} {word} the {colour_b} {shape_b} ?"
 
 
 def phrase(scenes: Scenes, combos: np.ndarray, grid: int, sides: str = "both") -> Scenes:
     """The scenes with each question's text, answer and kind written from ``scenes.asks``.
 
     ``combos`` (K, 2) are the generator's (colour, shape) pairs that ``asks.absent`` indexes. ``sides``: the
-    relation words of relate questions: both ("left of" or "right of", whichever the drawn answer and the
-    pair's order give) or left (always "left of": where the text would say "B right of A" it asks "A left
-    of B", the same fact, so every answer stays as drawn).
+    relation words of relate questions: both ("left of" or "right of", "above" or "below" on the y axis,
+    whichever the drawn answer and the pair's order give) or left (always the first word, "left of" or "above":
+    where the text would say "B right of A" it asks "A left of B", the same fact, so every answer stays as drawn).
     """
     if sides not in RELATE_SIDES:
         raise ValueError(f"relate sides {sides!r} is not one of {', '.join(RELATE_SIDES)}")
@@ -102,9 +110,10 @@ def phrase(scenes: Scenes, combos: np.ndarray, grid: int, sides: str = "both") -
             ans = str(asks.counted[i])
         else:
             c = asks.other[i]
-            word = "left" if asks.subject_left[i] == asks.yes[i] else "right"
-            if word == "right" and sides == "left":  # "j right of c" is "c left of j"
-                j, c, word = c, j, "left"
+            first, second = RELATE_WORDS[asks.axis[i]]
+            word = first if asks.subject_first[i] == asks.yes[i] else second
+            if word == second and sides == "left":  # "j right of c" is "c left of j" ("j below c": "c above j")
+                j, c, word = c, j, first
             q = relate_text(colours[scenes.colour[i, j]], SHAPES[scenes.shape[i, j]], word,
                             colours[scenes.colour[i, c]], SHAPES[scenes.shape[i, c]])
             ans = "yes" if asks.yes[i] else "no"

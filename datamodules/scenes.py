@@ -28,6 +28,7 @@ SHAPES = ("circle", "square", "triangle", "cross")
 SIZES = ("small", "large")
 SIZE_RADIUS = (0.25, 0.4)  # object radius as a fraction of a place's side
 QTYPES = ("exist", "query", "count", "relate")  # the kinds of question a scene can be built for
+RELATE_AXES = ("x", "xy")  # relate compares along x only (left/right), or x or y (above/below), half the time each
 
 
 @dataclass
@@ -56,7 +57,8 @@ class Asks:
     attr: np.ndarray     # count: 0 colour, 1 shape; query: 0 colour, 1 shape, 2 size
     value: np.ndarray    # count: the colour or shape counted
     counted: np.ndarray  # count: the answer
-    subject_left: np.ndarray  # relate: bool, the subject's center x is left of the other's
+    axis: np.ndarray     # relate: 0 compares x (left/right), 1 compares y (above/below)
+    subject_first: np.ndarray  # relate: bool, the subject's center is left of (axis 0) / above (axis 1) the other's
 
 
 @dataclass
@@ -119,8 +121,11 @@ class SceneGenerator:
 
     def __init__(self, canvas: int, grid: int, min_objects: int, max_objects: int, clutter: int,
                  max_count: int, qtypes: Sequence[str], noise: float = 0.0, num_colours: int = len(COLOURS),
-                 num_shapes: int = len(SHAPES)) -> None:
+                 num_shapes: int = len(SHAPES), relate_axes: str = "x") -> None:
+        if relate_axes not in RELATE_AXES:
+            raise ValueError(f"relate axes {relate_axes!r} is not one of {', '.join(RELATE_AXES)}")
         self.canvas, self.grid, self.clutter, self.noise = canvas, grid, clutter, noise
+        self.relate_axes = relate_axes
         self.min_objects, self.max_objects, self.max_count = min_objects, max_objects, max_count
         self.qtypes = tuple(qtypes)
         self.cell = canvas / grid
@@ -135,6 +140,8 @@ class SceneGenerator:
             self.pos[name], start = start, start + n
         self.redraw_stride = cells  # redraw r of the places reads pos["place"] + r * cells
         self.noise_pos = 1 << 40  # far past anything the scene draws
+        self.axis_pos = 1 << 39   # relate_axes=xy: the axis a relate question compares (apart from the rest, so
+        #                           the default x-only scenes stay as they were drawn before the option existed)
 
     # --- scenes and what their questions ask --------------------------------------------------
     def sample(self, streams: ItemStreams) -> Scenes:
@@ -159,18 +166,21 @@ class SceneGenerator:
         chosen = np.take_along_axis(order, np.argsort(~take, axis=1, kind="stable")[:, :m], 1)  # (B, M) taken first
         colour, shape = self.combos[chosen, 0], self.combos[chosen, 1]                  # (B, M)
 
-        # places: n distinct cells of the lattice; a relate question needs two columns, so redraw until it has
+        # places: n distinct cells of the lattice; a relate question compares along its axis (x: columns, y: rows)
+        # and needs two objects apart on it, so redraw until it has them
         place = np.argsort(streams.uniform(self.pos["place"], g * g), axis=1)[:, :m]    # (B, M)
         is_relate = qtype == QTYPES.index("relate")
+        axis = (streams.uniform(self.axis_pos, 1)[:, 0] < 0.5).astype(np.int64) if self.relate_axes == "xy" \
+            else np.zeros(b, dtype=np.int64)                                            # (B,) 0: x, 1: y
         redraw = 0
         while True:
-            col = place % g
-            one_column = ((col == col[:, :1]) | ~valid).all(1) & is_relate
-            if not one_column.any():
+            line = np.where(axis[:, None] == 1, place // g, place % g)                  # (B, M) column or row
+            one_line = ((line == line[:, :1]) | ~valid).all(1) & is_relate
+            if not one_line.any():
                 break
             redraw += 1
             fresh = np.argsort(streams.uniform(self.pos["place"] + redraw * self.redraw_stride, g * g), axis=1)[:, :m]
-            place = np.where(one_column[:, None], fresh, place)
+            place = np.where(one_line[:, None], fresh, place)
 
         size = pick(streams.uniform(self.pos["size"], m), len(SIZES))                  # (B, M)
         radius = np.array(SIZE_RADIUS)[size] * self.cell                                # (B, M)
@@ -188,7 +198,7 @@ class SceneGenerator:
         present = np.zeros((b, k), dtype=bool)
         present[np.nonzero(valid)[0], chosen[valid]] = True
         absent = nth_true(~present, pick(head[:, 6], k - n))                            # (B,) an absent pair
-        pairs = (col[:, :, None] != col[:, None, :]) & valid[:, :, None] & valid[:, None, :]  # (B, M, M)
+        pairs = (line[:, :, None] != line[:, None, :]) & valid[:, :, None] & valid[:, None, :]  # (B, M, M)
         flat = nth_true(pairs.reshape(b, m * m), pick(head[:, 6], np.maximum(pairs.sum((1, 2)), 1)))
         a, c = flat // m, flat % m                                                      # (B,) the compared pair
         rows = np.arange(b)
@@ -196,7 +206,7 @@ class SceneGenerator:
         asks = Asks(
             qtype=qtype, yes=yes, subject=np.where(is_relate, a, obj), other=np.where(is_relate, c, 0),
             absent=absent, attr=np.where(is_query, pick(head[:, 7], 3), attr), value=value, counted=counted,
-            subject_left=center[rows, a, 0] < center[rows, c, 0],
+            axis=np.where(is_relate, axis, 0), subject_first=center[rows, a, axis] < center[rows, c, axis],
         )
         return Scenes(colour, shape, size, place, center, radius, n, clutter, asks)
 

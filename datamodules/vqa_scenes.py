@@ -107,6 +107,8 @@ class VQAScenesDataModule(BaseDataModule):
         num_shapes: shapes used (the first ones of circle, square, triangle, cross).
         relate_sides: relate questions say both (left of / right of) or only left (left of; the answer is then
             not the XOR of the word and the pair's order).
+        relate_axes: relate questions compare x only (x: left of / right of) or, half of them each, x or y
+            (xy: also above / below, two more words in the vocabulary).
         train_size: train items per epoch (new scenes every epoch).
         val_size: validation items (fixed scenes).
         test_size: test items (fixed scenes).
@@ -129,6 +131,7 @@ class VQAScenesDataModule(BaseDataModule):
         num_colours: int = len(COLOURS),
         num_shapes: int = len(SHAPES),
         relate_sides: Literal["both", "left"] = "both",
+        relate_axes: Literal["x", "xy"] = "x",
         train_size: int = 50000,
         val_size: int = 2000,
         test_size: int = 2000,
@@ -169,8 +172,8 @@ class VQAScenesDataModule(BaseDataModule):
                 raise ValueError(f"--{name}={n} must be at least 1")
         self.save_hyperparameters()
         self.generator = SceneGenerator(canvas_size, grid, min_objects, max_objects, clutter, max_count,
-                                        question_types, noise, num_colours, num_shapes)
-        self.tokenizer = Tokenizer(question_words(grid))
+                                        question_types, noise, num_colours, num_shapes, relate_axes)
+        self.tokenizer = Tokenizer(question_words(grid, relate_axes))
         self.answers = answer_words(max_count)
         self.class_names = self.answers
         self.num_classes = len(self.answers)

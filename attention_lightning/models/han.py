@@ -17,7 +17,9 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
 4. Selection (``--selection``):
    - ``topk`` (HAN): the ``--k`` cells of largest presence (an int, or a float in (0, 1] = fraction of N).
    - ``adaptive`` (AdaHAN): the cells whose softmax of presence over the N cells exceeds ``--threshold``
-     (default 1/N); the count differs per example; the top cell is always kept.
+     (default 1/N); the count differs per example; the ``--min_cells`` cells of largest presence are always
+     kept (default 1, the top cell; a floor above 1 is ours); ``--adaptive_scores=zscore`` (ours) thresholds the
+     softmax of each example's z-scored presence instead of the raw presence, so the count is scale-free.
    - ``soft`` baseline: every cell, weighted by the softmax of presence.
    - ``none`` baseline: every cell, weight 1.
 5. The answer head (``--head``) reads the selected cells, each as [fused feature, its product with the
@@ -268,6 +270,10 @@ class HAN(AttentionModel):
         selection: topk (HAN), adaptive (AdaHAN), soft (softmax weights) or none (every cell, weight 1).
         k: cells kept by topk: a count (int) or a fraction of the grid's cells (float in (0, 1]).
         threshold: adaptive keeps cells whose softmax of presence exceeds this (default 1/number of cells).
+        min_cells: adaptive always keeps this many cells of largest presence, and more where the threshold says
+            (default 1: the paper's AdaHAN, with the top cell kept so no example has nothing).
+        adaptive_scores: what adaptive's softmax reads: presence (the paper's) or zscore (each example's presence
+            minus its mean over its std: the count of kept cells no longer shrinks as presence grows in scale).
         encoder_channels: channels of each conv layer of the image encoder.
         encoder_strides: stride of each conv layer.
         encoder_kernels: kernel of each conv layer (default 3s; kernel == stride cuts patches).
@@ -283,9 +289,10 @@ class HAN(AttentionModel):
         blind: answer from the question alone: the image is zeroed before the encoder (a baseline).
         presence_grad: topk/adaptive: a straight-through gradient from the kept cells' weights to their
             presence (the forward pass is unchanged); off is the paper's HAN.
-        slot_order: the order in which topk/adaptive's kept cells fill the flat head's slots: row (grid order,
-            row by row) or column (column by column: left to right, so for a left/right question the slots' order
-            says which object is left). Only the flat head reads slots by position.
+        slot_order: the order in which the kept cells fill the flat head's slots: row (grid order, row by row) or
+            column (column by column: left to right, so under topk/adaptive, for a left/right question, the slots'
+            order says which object is left). With none/soft every cell has its own slot and column order only
+            relabels them (the same model). Only the flat head reads slots by position.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
     """
@@ -299,6 +306,8 @@ class HAN(AttentionModel):
         selection: Mode = "topk",
         k: int | float = 0.25,
         threshold: float | None = None,
+        min_cells: int = 1,
+        adaptive_scores: Literal["presence", "zscore"] = "presence",
         encoder_channels: Sequence[int] = (32, 64, 64),
         encoder_strides: Sequence[int] = (2, 2, 1),
         encoder_kernels: Sequence[int] | None = None,
@@ -325,10 +334,18 @@ class HAN(AttentionModel):
         if presence_grad and selection not in ("topk", "adaptive"):
             raise ValueError(f"--presence_grad=true needs --selection=topk or adaptive (got {selection}: soft already "
                              f"passes a gradient to presence, none has no selection)")
-        if slot_order != "row" and (head != "flat" or selection not in ("topk", "adaptive")):
-            raise ValueError(f"--slot_order={slot_order} orders the slots of --head=flat under --selection=topk or "
-                             f"adaptive (got head {head}, selection {selection}): the set and pair heads sum over "
-                             f"cells and none/soft keep every cell in its place; drop the flag")
+        if slot_order != "row" and head != "flat":
+            raise ValueError(f"--slot_order={slot_order} orders the slots of --head=flat (got --head={head}, which sums "
+                             f"over cells, so the order cannot matter); pass --slot_order=row")
+        if min_cells != 1 and selection != "adaptive":
+            raise ValueError(f"--min_cells={min_cells} is adaptive's floor (got --selection={selection}); top-k keeps "
+                             f"--k cells: drop the flag")
+        if adaptive_scores != "presence" and selection != "adaptive":
+            raise ValueError(f"--adaptive_scores={adaptive_scores} is what adaptive thresholds (got --selection="
+                             f"{selection}); drop the flag")
+        if isinstance(min_cells, bool) or not isinstance(min_cells, int) or not 1 <= min_cells <= self.num_cells:
+            raise ValueError(f"--min_cells={min_cells!r} must be a cell count between 1 and the {self.num_cells} cells "
+                             f"of the feature grid")
         if threshold is not None and not 0.0 <= threshold < 1.0:
             raise ValueError(f"--threshold={threshold} must be in [0, 1) (a softmax value; default 1/{self.num_cells})")
         self.question_encoder = QuestionEncoder(vocab_size, embed_dim, fusion_dim, rnn)
@@ -383,7 +400,8 @@ class HAN(AttentionModel):
     def choose(self, cells: Tensor) -> Selection:
         """The selection (mask and weights over the N cells) from the fused cells' presence."""
         scores = presence(cells)  # (B, N)
-        sel = select(scores, self.hparams.selection, self.k, self.hparams.threshold)
+        hp = self.hparams
+        sel = select(scores, hp.selection, self.k, hp.threshold, hp.min_cells, hp.adaptive_scores == "zscore")
         return presence_gradient(sel, scores) if self.hparams.presence_grad else sel
 
     def answer(self, cells: Tensor, q: Tensor, sel: Selection) -> Tensor:
@@ -396,7 +414,10 @@ class HAN(AttentionModel):
             packed, _, order = pack_cells(both, mask, sel.count)  # (B, M, C + 2)
             weights = torch.gather(w, 1, order).to(cells.dtype)  # (B, M): 1 kept, 0 padding
             return self.head(packed[..., :-2], packed[..., -2:], weights, q)
-        return self.head(cells, xy, sel.weights.to(cells.dtype), q)
+        w = sel.weights.to(cells.dtype)  # (B, N)
+        if self.slot_perm is not None:  # every cell has a slot: column order is a fixed relabelling of the slots
+            cells, xy, w = cells[:, self.slot_perm], xy[:, self.slot_perm], w[:, self.slot_perm]
+        return self.head(cells, xy, w, q)
 
     def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
         cells, q = self.encode(images, tokens, lengths)

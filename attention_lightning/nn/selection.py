@@ -3,7 +3,8 @@
 Malinowski, Doersch, Santoro, Battaglia, "Learning Visual Question Answering by Bootstrapping Hard
 Attention", ECCV 2018. The presence of a grid cell is the L2 norm of its (question-fused) feature.
 HAN keeps the k cells of largest presence; AdaHAN keeps every cell whose softmax of presence over all
-cells exceeds a threshold (1/number of cells by default), so the count varies per example. ``soft``
+cells exceeds a threshold (1/number of cells by default), so the count varies per example (at least
+``min_count`` cells, the top ones: 1 by default). ``soft``
 (softmax weights over all cells) and ``none`` (every cell, weight 1) are the paper's baselines.
 
 Cells are flattened row-major: cell n of an (H', W') grid is row n // W', column n % W'. Variable
@@ -64,30 +65,43 @@ def topk_select(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return idx, mask
 
 
-def adaptive_select(scores: Tensor, threshold: float | None = None) -> Tensor:
+def standardize(scores: Tensor) -> Tensor:
+    """Each row of (B, N) scores as z-scores: minus the row's mean, over its std (rows of equal scores give 0s)."""
+    s = scores.float()
+    return (s - s.mean(dim=1, keepdim=True)) / s.std(dim=1, keepdim=True).clamp_min(1e-6)  # (B, N)
+
+
+def adaptive_select(scores: Tensor, threshold: float | None = None, min_count: int = 1) -> Tensor:
     """Mask (B, N) of cells whose softmax over the row exceeds ``threshold`` (default 1/N).
 
-    The cell of largest score is always kept, so no example is left with nothing (with equal scores
-    every softmax value is exactly 1/N and none exceeds the default threshold).
+    The ``min_count`` cells of largest score are always kept (default 1, the paper's AdaHAN plus the guarantee
+    that no example is left with nothing: with equal scores every softmax value is exactly 1/N and none exceeds
+    the default threshold); a larger floor keeps at least that many, and more where the softmax singles them out.
     """
     n = scores.shape[1]
     threshold = 1.0 / n if threshold is None else threshold
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold={threshold} must be in [0, 1) (a softmax value; default 1/{n})")
+    if isinstance(min_count, bool) or not isinstance(min_count, int) or not 1 <= min_count <= n:
+        raise ValueError(f"min_count={min_count!r} must be a cell count between 1 and the {n} cells of the grid")
     probs = scores.float().softmax(dim=1)  # (B, N)
     mask = probs > threshold
-    return mask.scatter(1, scores.argmax(dim=1, keepdim=True), True)
+    return mask.scatter(1, scores.topk(min_count, dim=1).indices, True)
 
 
-def select(scores: Tensor, mode: Mode, k: int | None = None, threshold: float | None = None) -> Selection:
-    """The selection of ``mode`` (topk | adaptive | soft | none) over presence ``scores`` (B, N)."""
+def select(scores: Tensor, mode: Mode, k: int | None = None, threshold: float | None = None,
+           min_count: int = 1, zscore: bool = False) -> Selection:
+    """The selection of ``mode`` (topk | adaptive | soft | none) over presence ``scores`` (B, N); ``min_count`` is
+    adaptive's floor (the cells of largest presence it always keeps); ``zscore``: adaptive thresholds the softmax
+    of each row's z-scores instead of the raw presence, so how many cells pass depends on the shape of the row's
+    presence, not on its scale (which otherwise grows in training until the softmax keeps one cell)."""
     if mode == "topk":
         if k is None:
             raise ValueError("mode='topk' needs k (a count or a fraction of cells)")
         mask = topk_select(scores, k)[1]
         return Selection(mask, mask.to(scores.dtype), k)
     if mode == "adaptive":
-        mask = adaptive_select(scores, threshold)
+        mask = adaptive_select(standardize(scores) if zscore else scores, threshold, min_count)
         return Selection(mask, mask.to(scores.dtype))
     if mode == "soft":
         return Selection(torch.ones_like(scores, dtype=torch.bool), scores.softmax(dim=1))

@@ -39,4 +39,10 @@ def answer_question(scene: Scene, question: str, grid: int) -> str:
             raise ValueError(f"{question!r}: the objects compared are not unique in the scene")
         xa, xb = scene.center[a[0], 0], scene.center[b[0], 0]
         return "yes" if (xa < xb if m.group(3) == "left" else xa > xb) else "no"
+    if m := re.fullmatch(r"is the (\w+) (\w+) (above|below) the (\w+) (\w+) \?", question):
+        a, b = find(*m.group(1, 2)), find(*m.group(4, 5))
+        if len(a) != 1 or len(b) != 1:
+            raise ValueError(f"{question!r}: the objects compared are not unique in the scene")
+        ya, yb = scene.center[a[0], 1], scene.center[b[0], 1]  # image rows grow downwards
+        return "yes" if (ya < yb if m.group(3) == "above" else ya > yb) else "no"
     raise ValueError(f"unknown question form {question!r}")

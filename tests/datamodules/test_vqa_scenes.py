@@ -136,7 +136,7 @@ def test_facts_and_vocabularies():
     ({"max_objects": 10}, "--max_objects"), ({"grid": 9}, "--grid"), ({"canvas_size": 16}, "--canvas_size"),
     ({"question_types": []}, "--question_types"), ({"max_count": 9}, "--max_count"),
     ({"grid": 6, "canvas_size": 48}, "--question_types has query"),  # places are named only up to 4x4
-    ({"relate_sides": "up"}, "--relate_sides"),
+    ({"relate_sides": "up"}, "--relate_sides"), ({"relate_axes": "z"}, "--relate_axes='z' is not one of x, xy"),
 ])
 def test_bad_flags_name_the_flag(kw, flag):
     with pytest.raises(ValueError, match=flag):
@@ -254,6 +254,29 @@ def test_relate_sides_left_says_left_of_and_keeps_every_answer():
             assert wa[4] == "right" and wa[2:4] == wb[7:9] and wa[7:9] == wb[2:4]  # the pair, reversed
             swapped += 1
     assert swapped > 100 and 0.4 < b.answer.count("yes") / 300 < 0.6
+
+
+@pytest.mark.parametrize("sides", ["both", "left"])
+def test_relate_axes_xy_asks_above_and_below_as_often_as_left_and_right(sides):
+    """``relate_axes=xy``: half the relate questions compare y ("above" / "below"), the two objects in different
+    rows of the lattice; every answer agrees with the independent reader; yes and no stay balanced on each axis;
+    the two words join the vocabulary, which is unchanged without the option."""
+    kw = dict(canvas_size=48, grid=6, min_objects=5, max_objects=9, clutter=6, num_colours=4, num_shapes=4,
+              question_types=["relate"], val_size=400, relate_sides=sides)
+    dm, plain = small_dm(**kw, relate_axes="xy"), small_dm(**kw)
+    scenes = dm.val_set.scenes(range(400))
+    vertical = np.array([(" above " in q or " below " in q) for q in scenes.question])
+    assert 150 < vertical.sum() < 250
+    assert sum(" below " in q for q in scenes.question) == (0 if sides == "left" else pytest.approx(100, abs=45))
+    yes = np.array(scenes.answer) == "yes"
+    assert 0.35 < yes[vertical].mean() < 0.65 and 0.35 < yes[~vertical].mean() < 0.65
+    for i in range(400):
+        assert answer_question(scenes[i], scenes.question[i], 6) == scenes.answer[i], scenes.question[i]
+        if vertical[i]:
+            a, c = scenes.asks.subject[i], scenes.asks.other[i]
+            assert scenes.place[i, a] // 6 != scenes.place[i, c] // 6  # apart along y, whatever their columns
+    assert {"above", "below"} <= set(dm.tokenizer.itos) and not {"above", "below"} & set(plain.tokenizer.itos)
+    assert not any(" above " in q or " below " in q for q in plain.val_set.scenes(range(400)).question)
 
 
 def test_relate_sides_is_checked():

@@ -147,6 +147,33 @@ def test_adaptive_count_varies_with_the_input(dm, batch):
     assert counts[0] == 1 and counts[1:].max() > 1
 
 
+def test_adaptive_min_cells_is_a_floor_on_the_count_of_the_model(dm, batch):
+    with torch.no_grad():
+        plain, floored = make(dm, selection="adaptive").eval(), make(dm, selection="adaptive", min_cells=5).eval()
+        cells, _ = plain.encode(*plain.inputs(batch))
+        peaky = cells.clone()
+        peaky[0, 5] *= 50.0  # example 0: one cell dominates, so only the floor keeps more
+        a, b = plain.choose(peaky).mask, floored.choose(peaky).mask
+    order = presence(peaky).argsort(dim=1, descending=True)  # (B, N)
+    assert b.sum(1).min() == 5 and b[0].sum() == 5 and b[0, order[0, :5]].all()
+    assert (b | a).eq(b).all() and (b.sum(1) > 5).any()  # the floor adds cells, never drops one the softmax keeps
+    with pytest.raises(ValueError, match="--min_cells=5 is adaptive's floor"):
+        make(dm, selection="topk", k=4, min_cells=5)
+    with pytest.raises(ValueError, match="--min_cells=65 must be a cell count between 1 and the 64 cells"):
+        make(dm, selection="adaptive", min_cells=65)
+
+
+def test_adaptive_scores_zscore_makes_the_models_count_independent_of_presence_scale(dm, batch):
+    raw, z = make(dm, selection="adaptive").eval(), make(dm, selection="adaptive", adaptive_scores="zscore").eval()
+    with torch.no_grad():
+        cells, _ = raw.encode(*raw.inputs(batch))
+        counts = {s: (raw.choose(s * cells).mask.sum(1), z.choose(s * cells).mask.sum(1)) for s in (1.0, 30.0)}
+    assert torch.equal(counts[1.0][1], counts[30.0][1])  # z-scores: the same cells at any scale
+    assert (counts[30.0][0] <= counts[1.0][0]).all() and (counts[30.0][0] < counts[1.0][0]).any()  # raw: fewer
+    with pytest.raises(ValueError, match="--adaptive_scores=zscore is what adaptive thresholds"):
+        make(dm, selection="topk", k=4, adaptive_scores="zscore")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("rnn", ["lstm", "bow"])
 def test_loss_decreases_on_a_fixed_batch(dm, batch, rnn):
@@ -273,10 +300,27 @@ def test_slot_order_fills_the_flat_heads_slots_row_by_row_or_column_by_column(dm
         assert (seen["w"][0, :n] > 0).all() and (seen["w"][0, n:] == 0).all()
 
 
-def test_slot_order_other_than_row_needs_the_flat_head_and_a_hard_selection(dm):
-    for kw in ({"head": "set"}, {"head": "pairs"}, {"head": "flat", "selection": "none"}):
-        with pytest.raises(ValueError, match="--slot_order=column orders the slots of --head=flat"):
+def test_slot_order_other_than_row_needs_the_flat_head(dm):
+    for kw in ({"head": "set"}, {"head": "pairs"}, {"head": "set", "selection": "none"}):
+        with pytest.raises(ValueError, match="--slot_order=column orders the slots of --head=flat.*--slot_order=row"):
             make(dm, **{"selection": "topk", "k": 4, **kw, "slot_order": "column"})
+
+
+@pytest.mark.parametrize("selection", ["none", "soft"])
+def test_column_order_over_every_cell_only_relabels_the_flat_heads_slots(dm, batch, selection):
+    """With every cell kept, column order is the row-order model with its slot weights permuted: same logits."""
+    torch.manual_seed(0)
+    row = make(dm, selection=selection, head="flat").eval()
+    column = make(dm, selection=selection, head="flat", slot_order="column").eval()
+    column.load_state_dict(row.state_dict())
+    with torch.no_grad():
+        a, b = row(*row.inputs(batch)), column(*column.inputs(batch))
+        assert not torch.allclose(a, b)  # same weights, cells in other slots
+        width = column.head.slots.in_features // column.num_cells  # each slot's columns in the first layer
+        w = column.head.slots.weight.view(-1, column.num_cells, width)  # (hidden, S, 2C + 2)
+        # slot j of the column model holds cell perm[j], so it must carry the row model's weights of that cell
+        column.head.slots.weight.copy_(w[:, column.slot_perm].reshape(-1, column.num_cells * width))
+        torch.testing.assert_close(column(*column.inputs(batch)), a)
 
 
 def test_blind_answers_from_the_question_alone(dm, batch):

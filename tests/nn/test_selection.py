@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from attention_lightning.nn.selection import (
-    adaptive_select, pack_cells, presence, resolve_k, select, topk_select,
+    adaptive_select, pack_cells, presence, resolve_k, select, standardize, topk_select,
 )
 
 
@@ -71,6 +71,41 @@ def test_adaptive_threshold():
     assert adaptive_select(probs.log(), threshold=0.4).tolist() == [[True, False, False, False]]
     with pytest.raises(ValueError, match=r"^threshold=1.5 must be in \[0, 1\)"):
         adaptive_select(probs, threshold=1.5)
+
+
+def test_adaptive_min_count_keeps_the_top_cells_and_the_threshold_adds_more():
+    # row 0: 0.5 and 0.3 exceed 1/5, so a floor of 1 or 2 changes nothing and a floor of 3 adds the next best
+    # (0.12, not the later 0.04s); row 1 is flat: nothing exceeds 1/5, only the floor decides how many
+    probs = torch.tensor([[0.04, 0.5, 0.12, 0.3, 0.04], [0.2, 0.2, 0.2, 0.2, 0.2]])
+    one = adaptive_select(probs.log())
+    assert one.tolist()[0] == [False, True, False, True, False] and one.sum(1).tolist() == [2, 1]
+    assert adaptive_select(probs.log(), min_count=2).tolist()[0] == [False, True, False, True, False]
+    three = adaptive_select(probs.log(), min_count=3)
+    assert three.tolist()[0] == [False, True, True, True, False]
+    assert three.sum(1).tolist() == [3, 3]
+    # the floor is a minimum, not a count: a row with more cells above the threshold keeps them all
+    assert select(probs.log(), "adaptive", min_count=2).mask.sum(1).tolist() == [2, 2]
+    for bad in (0, 6, 2.0, True):
+        with pytest.raises(ValueError, match=r"^min_count=.* must be a cell count between 1 and the 5 cells"):
+            adaptive_select(probs.log(), min_count=bad)
+
+
+def test_adaptive_on_zscores_keeps_the_same_cells_at_any_scale_of_presence():
+    # one cell at 2, two at 1, 33 at 0 (times a scale). Raw presence at scale 1: softmax e^2 / 45.8 = .161 and
+    # e / 45.8 = .059 pass 1/36, e^0 / 45.8 = .022 does not: 3 kept; at scale 5 the two at 5 give
+    # e^5 / (e^10 + 2 e^5 + 33) = .0066: only the top cell. Z-scores (mean 1/9, std .398): 4.74, 2.23, -.28, whose
+    # softmax is .724, .059, .0048 at any scale: the same 3 cells.
+    base = torch.zeros(1, 36)
+    base[0, 17], base[0, [4, 30]] = 2.0, 1.0
+    assert select(base, "adaptive").mask.nonzero()[:, 1].tolist() == [4, 17, 30]
+    assert select(5.0 * base, "adaptive").mask.nonzero()[:, 1].tolist() == [17]
+    for scale in (0.01, 1.0, 5.0, 1000.0):
+        z = select(scale * base + 3.0, "adaptive", zscore=True)
+        assert z.mask.nonzero()[:, 1].tolist() == [4, 17, 30], scale
+    expect = torch.tensor([2 - 1 / 9, 1 - 1 / 9, -1 / 9]) / (5 / 35 + 1 / 63) ** 0.5  # (x - mean) / unbiased std
+    torch.testing.assert_close(standardize(base)[0, [17, 4, 0]], expect)
+    flat = select(torch.full((2, 36), 3.0), "adaptive", zscore=True)  # no spread: only the top cell (floor 1)
+    assert flat.mask.sum(1).tolist() == [1, 1]
 
 
 def test_soft_and_none_baselines():
