@@ -32,8 +32,9 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
      included): sum_ij w_i w_j g([u_i, u_j, q]) scaled by the fixed 1/N, then the same MLP over [sum, q].
      This is the paper's "RN + HAN" on CLEVR, where hard attention is what makes the quadratic head
      affordable: k = 4 cells give 16 pairs, all 36 cells of a 6x6 grid give 1296.
-   - ``flat`` (ours): no weight sharing across cells: the kept cells, in grid order (row by row, or column by
-     column with ``--slot_order=column``), fill a fixed number of slots (k under top-k, else N), each
+   - ``flat`` (ours): no weight sharing across cells: the kept cells, in grid order (row by row, column by
+     column with ``--slot_order=column``, or both one after the other with ``both``), fill a fixed number of
+     slots (k under top-k, else N; twice that for ``both``), each
      [cell, cell * q, xy] times its weight, flattened into one MLP with the question. With every cell kept it
      is the plain no-attention VQA model (an MLP over the whole grid); with top-k the same MLP reads k slots,
      whichever places the kept cells come from.
@@ -289,10 +290,11 @@ class HAN(AttentionModel):
         blind: answer from the question alone: the image is zeroed before the encoder (a baseline).
         presence_grad: topk/adaptive: a straight-through gradient from the kept cells' weights to their
             presence (the forward pass is unchanged); off is the paper's HAN.
-        slot_order: the order in which the kept cells fill the flat head's slots: row (grid order, row by row) or
+        slot_order: the order in which the kept cells fill the flat head's slots: row (grid order, row by row),
             column (column by column: left to right, so under topk/adaptive, for a left/right question, the slots'
-            order says which object is left). With none/soft every cell has its own slot and column order only
-            relabels them (the same model). Only the flat head reads slots by position.
+            order says which object is left) or both (twice the slots: the kept cells in row order, then again in
+            column order, so the order gives away above/below as well as left/right). With none/soft every cell has
+            its own slot(s) and the order only relabels them. Only the flat head reads slots by position.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
     """
@@ -320,7 +322,7 @@ class HAN(AttentionModel):
         head: Literal["set", "pairs", "flat"] = "set",
         blind: bool = False,
         presence_grad: bool = False,
-        slot_order: Literal["row", "column"] = "row",
+        slot_order: Literal["row", "column", "both"] = "row",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
@@ -338,11 +340,11 @@ class HAN(AttentionModel):
             raise ValueError(f"--slot_order={slot_order} orders the slots of --head=flat (got --head={head}, which sums "
                              f"over cells, so the order cannot matter); pass --slot_order=row")
         if min_cells != 1 and selection != "adaptive":
-            raise ValueError(f"--min_cells={min_cells} is adaptive's floor (got --selection={selection}); top-k keeps "
-                             f"--k cells: drop the flag")
+            raise ValueError(f"--min_cells={min_cells} is adaptive's floor (got --selection={selection}); pass "
+                             f"--min_cells=1")
         if adaptive_scores != "presence" and selection != "adaptive":
             raise ValueError(f"--adaptive_scores={adaptive_scores} is what adaptive thresholds (got --selection="
-                             f"{selection}); drop the flag")
+                             f"{selection}); pass --adaptive_scores=presence")
         if isinstance(min_cells, bool) or not isinstance(min_cells, int) or not 1 <= min_cells <= self.num_cells:
             raise ValueError(f"--min_cells={min_cells!r} must be a cell count between 1 and the {self.num_cells} cells "
                              f"of the feature grid")
@@ -355,12 +357,14 @@ class HAN(AttentionModel):
         self.position = None if gate else nn.Parameter(0.1 * torch.randn(fusion_dim, *self.grid_hw))
         self.film = nn.Linear(fusion_dim, fusion_dim) if fusion in ("film", "gate") else None
         self.fuse = nn.Conv2d(fusion_dim, fusion_dim, 1, bias=not gate)
-        # the flat head has one slot per cell it can receive: k under top-k, else every cell
-        size = self.k if head == "flat" and selection == "topk" else self.num_cells
+        # the orders the kept cells fill the flat head's slots in, as permutations of the row-major cells (orders, N):
+        # none for row order (the cells as they are), column by column, or both (row order, then column order)
+        row, column = torch.arange(self.num_cells), torch.arange(self.num_cells).view(self.grid_hw).t().reshape(-1)
+        perms = {"row": None, "column": column[None], "both": torch.stack([row, column])}[slot_order]
+        self.register_buffer("slot_perm", perms, persistent=False)
+        # the flat head has one slot per cell it can receive (k under top-k, else every cell) in each order
+        size = (self.k if head == "flat" and selection == "topk" else self.num_cells) * (1 if perms is None else len(perms))
         self.head = HEADS[head](fusion_dim, fusion_dim, head_hidden, num_classes, size)
-        # column order: the row-major cells' indices column by column, (N,); row order needs none
-        column = torch.arange(self.num_cells).view(self.grid_hw).t().reshape(-1) if slot_order == "column" else None
-        self.register_buffer("slot_perm", column, persistent=False)
         # fraction of cells attended: running mean of f and f^2 per stage, for the epoch's mean and spread
         self.attended = nn.ModuleDict({f"{s}_{m}": MeanMetric() for s in ("train", "val", "test") for m in ("mean", "sq")})
         # accuracy per question type: a mean of 'correct' weighted by 'is of this type', per stage and type
@@ -409,14 +413,19 @@ class HAN(AttentionModel):
         xy = self.cell_xy(cells.device, cells.dtype).expand(cells.shape[0], -1, -1)  # (B, N, 2)
         if self.hparams.selection in ("topk", "adaptive"):
             both, mask, w = torch.cat([cells, xy], dim=-1), sel.mask, sel.weights  # (B, N, C + 2), (B, N), (B, N)
-            if self.slot_perm is not None:  # column order: the kept cells fill the slots column by column
-                both, mask, w = both[:, self.slot_perm], mask[:, self.slot_perm], w[:, self.slot_perm]
-            packed, _, order = pack_cells(both, mask, sel.count)  # (B, M, C + 2)
-            weights = torch.gather(w, 1, order).to(cells.dtype)  # (B, M): 1 kept, 0 padding
-            return self.head(packed[..., :-2], packed[..., -2:], weights, q)
+            if self.slot_perm is None:  # row order: the kept cells as they come, padded to the batch's largest count
+                packed, _, order = pack_cells(both, mask, sel.count)  # (B, M, C + 2)
+                weights = torch.gather(w, 1, order)  # (B, M): 1 kept, 0 padding
+            else:  # each order fills its own block of slots (padded to its full size, so blocks never shift)
+                size = self.num_cells if sel.count is None else sel.count  # k under top-k, every cell under adaptive
+                parts = [pack_cells(both[:, perm], mask[:, perm], size) for perm in self.slot_perm]  # one per order
+                packed = torch.cat([part[0] for part in parts], dim=1)  # (B, orders * size, C + 2)
+                weights = torch.cat([torch.gather(w[:, perm], 1, part[2]) for perm, part in zip(self.slot_perm, parts)],
+                                    dim=1)  # (B, orders * size)
+            return self.head(packed[..., :-2], packed[..., -2:], weights.to(cells.dtype), q)
         w = sel.weights.to(cells.dtype)  # (B, N)
-        if self.slot_perm is not None:  # every cell has a slot: column order is a fixed relabelling of the slots
-            cells, xy, w = cells[:, self.slot_perm], xy[:, self.slot_perm], w[:, self.slot_perm]
+        if self.slot_perm is not None:  # every cell has a slot per order: a fixed relabelling (and copy) of the slots
+            cells, xy, w = (torch.cat([t[:, perm] for perm in self.slot_perm], dim=1) for t in (cells, xy, w))
         return self.head(cells, xy, w, q)
 
     def forward(self, images: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:

@@ -282,10 +282,13 @@ def test_flat_head_has_k_slots_under_topk_and_one_per_cell_otherwise(dm):
 
 @pytest.mark.parametrize("selection", ["topk", "adaptive"])
 def test_slot_order_fills_the_flat_heads_slots_row_by_row_or_column_by_column(dm, selection):
-    """The same four kept cells reach the flat head; --slot_order decides which slot each fills."""
+    """The same four kept cells reach the flat head; --slot_order decides which slot each fills (both: the row
+    order's block of slots, then the column order's; under adaptive each block has a slot for every cell)."""
     kept = [(0, 5), (2, 1), (2, 6), (6, 0)]  # (row, col) on the 8x8 grid
     by_row, by_col = kept, sorted(kept, key=lambda rc: (rc[1], rc[0]))
-    for order, expected in (("row", by_row), ("column", by_col)):
+    block = 4 if selection == "topk" else 64
+    both = by_row + [None] * (block - 4) + by_col  # None: an empty slot of the first block
+    for order, expected in (("row", by_row), ("column", by_col), ("both", both)):
         model = make(dm, selection=selection, k=4, head="flat", slot_order=order).eval()
         cells = torch.zeros(1, 64, 32)  # (B, N, C): presence (L2 norm) is zero except at the kept cells
         for r, c in kept:
@@ -295,15 +298,31 @@ def test_slot_order_fills_the_flat_heads_slots_row_by_row_or_column_by_column(dm
         with torch.no_grad():
             model.answer(cells, torch.randn(1, 32), model.choose(cells))
         xy = model.cell_xy(cells.device, cells.dtype)  # (N, 2)
-        n = len(kept)
-        torch.testing.assert_close(seen["xy"][0, :n], xy[[8 * r + c for r, c in expected]])
-        assert (seen["w"][0, :n] > 0).all() and (seen["w"][0, n:] == 0).all()
+        full = [i for i, rc in enumerate(expected) if rc is not None]  # the slots that hold a kept cell
+        torch.testing.assert_close(seen["xy"][0, full], xy[[8 * r + c for r, c in (expected[i] for i in full)]])
+        assert (seen["w"][0, full] > 0).all() and (seen["w"][0].count_nonzero() == len(full))
+        assert model.head.num_slots == block * (2 if order == "both" else 1)
 
 
 def test_slot_order_other_than_row_needs_the_flat_head(dm):
     for kw in ({"head": "set"}, {"head": "pairs"}, {"head": "set", "selection": "none"}):
         with pytest.raises(ValueError, match="--slot_order=column orders the slots of --head=flat.*--slot_order=row"):
             make(dm, **{"selection": "topk", "k": 4, **kw, "slot_order": "column"})
+
+
+def test_both_slot_orders_over_every_cell_give_each_cell_two_slots(dm, batch):
+    """With every cell kept, --slot_order=both is the row-order model whose first layer reads each cell through the
+    sum of its two slots' weights."""
+    torch.manual_seed(0)
+    row, two = make(dm, selection="none", head="flat").eval(), make(dm, selection="none", head="flat", slot_order="both")
+    two = two.eval()
+    with torch.no_grad():
+        width = row.head.slots.in_features // row.num_cells
+        w = two.head.slots.weight.view(-1, 2, row.num_cells, width)  # (hidden, order, S, 2C + 2)
+        first, second = w[:, 0], w[:, 1, two.slot_perm[1].argsort()]  # each order's weights, by cell
+        state = {k: v for k, v in two.state_dict().items() if k != "head.slots.weight"}
+        row.load_state_dict({**state, "head.slots.weight": (first + second).reshape(-1, row.num_cells * width)})
+        torch.testing.assert_close(two(*two.inputs(batch)), row(*row.inputs(batch)))
 
 
 @pytest.mark.parametrize("selection", ["none", "soft"])
@@ -403,3 +422,23 @@ def test_bow_question_encoder_ignores_padding_and_keeps_word_order():
     touched = enc.embed.weight.grad.abs().sum(1).nonzero().flatten().tolist()
     assert touched == [3, 14, 25]
 
+
+
+@pytest.mark.parametrize("preset,extra", [
+    ("han_vqa_6x6", {}), ("han_vqa_6x6", {"selection": "none"}), ("han_vqa_6x6", {"blind": True}),
+    ("han_vqa_6x6", {"head": "set", "k": 4, "slot_order": "row"}),  # the previous preset, as its comment says
+    ("adahan_vqa_6x6", {}), ("adahan_vqa_6x6", {"selection": "none", "adaptive_scores": "presence"}),
+    ("adahan_vqa_6x6", {"head": "set", "slot_order": "row", "adaptive_scores": "presence"}),
+])
+def test_the_vqa_presets_and_their_documented_baselines_build(preset, extra):
+    """The presets' comments give these flags for the baselines and the previous presets: each must build."""
+    from pathlib import Path
+
+    from attention_lightning.plan import build_datamodule, build_model, plan
+
+    config = Path(__file__).resolve().parents[2] / "configs" / f"{preset}.yaml"
+    p = plan({"config": str(config), **extra})
+    model = build_model(p, build_datamodule(p))
+    assert model.num_cells == 36 and model.hparams.selection == extra.get("selection", p.model_kwargs["selection"])
+    for flag, value in extra.items():
+        assert model.hparams[flag] == value
