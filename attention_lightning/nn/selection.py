@@ -86,7 +86,9 @@ def adaptive_select(scores: Tensor, threshold: float | None = None, min_count: i
         raise ValueError(f"min_count={min_count!r} must be a cell count between 1 and the {n} cells of the grid")
     probs = scores.float().softmax(dim=1)  # (B, N)
     mask = probs > threshold
-    return mask.scatter(1, scores.topk(min_count, dim=1).indices, True)
+    # argmax for the default floor: the cell it has always kept, ties included (e.g. a blank image's zero presence)
+    top = scores.argmax(dim=1, keepdim=True) if min_count == 1 else scores.topk(min_count, dim=1).indices  # (B, floor)
+    return mask.scatter(1, top, True)
 
 
 def select(scores: Tensor, mode: Mode, k: int | None = None, threshold: float | None = None,
