@@ -2,29 +2,20 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from attention_lightning.attention import Attention
+from benchmark_script import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _leaderboard():
-    spec = importlib.util.spec_from_file_location("leaderboard", ROOT / "benchmarks" / "leaderboard.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["leaderboard"] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-lb = _leaderboard()
+lb = load_benchmark("leaderboard")
 
 
 def test_pixels_seen_is_the_union_of_full_resolution_boxes():

@@ -1,27 +1,13 @@
 """benchmarks/vqa_by_question.py: finer test accuracy of a HAN checkpoint, by relation word and count answer."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from attention_lightning import experiment
+from benchmark_script import load_benchmark
 from tiny import tiny_flags
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports its sibling common.py
-    spec = importlib.util.spec_from_file_location("vqa_by_question", ROOT / "benchmarks" / "vqa_by_question.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-script = _script()
+script = load_benchmark("vqa_by_question")
 
 
 def test_groups_split_relate_by_word_and_count_by_answer():

@@ -1,8 +1,6 @@
 """benchmarks/vqa_probe.py's oracle-encoder diagnostic: the per-cell labels and the frozen encoder."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,20 +8,13 @@ import pytest
 import torch
 
 from attention_lightning.plan import build_datamodule, build_model, load_config, plan
+from benchmark_script import load_benchmark
 from datamodules.scenes import Scene, Scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _probe():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the probe imports its sibling common.py
-    spec = importlib.util.spec_from_file_location("vqa_probe", ROOT / "benchmarks" / "vqa_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-probe = _probe()
+probe = load_benchmark("vqa_probe")
 
 
 def _scene(colour, shape, place) -> Scene:
