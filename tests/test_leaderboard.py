@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ import torch
 from attention_lightning.attention import Attention
 from benchmark_script import load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 lb = load_benchmark("leaderboard")
