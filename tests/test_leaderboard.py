@@ -11,8 +11,6 @@ import torch
 from attention_lightning.attention import Attention
 from benchmark_script import load_benchmark
 
-
-
 lb = load_benchmark("leaderboard")
 
 
