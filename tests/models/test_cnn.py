@@ -39,7 +39,7 @@ def test_learns_which_half_holds_the_bright_square():
     model = CNN(num_classes=2, conv_channels=(8, 16), hidden=16, dropout=0.0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for step in range(60):
+    for step in range(150):
         idx = torch.randint(0, n, (32,), generator=g)
         terms, _ = model.loss_terms((images[idx], labels[idx]), "train")
         opt.zero_grad()
@@ -52,11 +52,13 @@ def test_learns_which_half_holds_the_bright_square():
     assert acc > 0.9
 
 
-def test_takes_data_facts_and_ignores_the_image_size():
+def test_takes_data_facts_and_the_global_pool_any_size():
     facts = {"num_classes": 5, "in_channels": 3, "image_size": (24, 40)}
     model = build_model(CNN, facts, {"hidden": 8})
-    assert model.hparams.num_classes == 5 and model.hparams.in_channels == 3 and "image_size" not in model.hparams
+    assert model.hparams.num_classes == 5 and model.hparams.in_channels == 3
+    assert model.hparams.image_size == (24, 40)
     assert model(torch.rand(2, 3, 24, 40)).shape == (2, 5)
+    assert model(torch.rand(2, 3, 13, 9)).shape == (2, 5)  # the global pool does not depend on the data's size
     with pytest.raises(ValueError, match="'cnn' cannot use the data's vocab_size=12"):
         build_model(CNN, {**facts, "vocab_size": 12}, {})
 
@@ -74,3 +76,19 @@ def test_is_registered_and_fits_from_flags(tmp_path):
     assert registry.get_model("cnn").cls is CNN
     summary = experiment.fit(tiny_flags("cnn", max_epochs=1, default_root_dir=str(tmp_path)))
     assert 0.0 <= summary["test"]["test/acc"] <= 1.0 and summary["global_step"] == 4
+
+
+def test_the_papers_baseline_is_one_strided_layer_and_a_fully_connected_layer():
+    # Mnih et al. 2014: 8 filters of 10x10 with stride 5, then 256 ReLU units; on 100x100 the map is 19x19
+    model = CNN(image_size=(100, 100), conv_channels=(8,), kernel_size=10, stride=5, pool=False, head="flatten",
+                hidden=256, dropout=0.0).eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(convs) == 1 and convs[0].kernel_size == (10, 10) and convs[0].stride == (5, 5)
+    assert convs[0].padding == (0, 0) and not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+    assert [(m.in_features, m.out_features) for m in linears] == [(8 * 19 * 19, 256), (256, 10)]
+    assert model(torch.rand(2, 1, 100, 100)).shape == (2, 10)
+    with pytest.raises(ValueError, match="--head=flatten needs the image size"):
+        CNN(head="flatten")
+    with pytest.raises(ValueError, match="--kernel_size=10 exceeds"):
+        CNN(image_size=(8, 8), kernel_size=10)
