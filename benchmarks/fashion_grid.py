@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -163,7 +164,7 @@ def records_of(task: str, method: str, seed: int, flags: dict[str, Any], result:
         "timed_train_images": result["train_images"], "batch_size": flags["batch_size"],
         "macs_per_image": result["macs_per_image"], "wall_s": result["wall_s"],
         "train_images_per_s": result["train_images_per_s"], "test_images_per_s": result["test_images_per_s"],
-        "peak_mem_mb": result["peak_mem_mb"], "device": result.get("device", "cpu"),
+        "peak_mem_mb": result["peak_mem_mb"], "device": result.get("device", "cpu"), "cpu_s": result.get("cpu_s"),
         "threads": result.get("threads"), "cpu": platform.processor() or platform.machine(),
         "commit": git_commit(), "date": datetime.date.today().isoformat(), "test_images": flags["test_size"],
         "val_images": VAL_SIZE, "checkpoint": result["checkpoint"],
@@ -239,14 +240,17 @@ def run_one(task: str, method: str, seed: int, out: Path = OUT) -> list[Path]:
     if resumed:
         flags["resume"] = "last"
     print(f"{datetime.datetime.now():%H:%M:%S} {cell_name(task, method, seed)}: {command_line(flags)}", flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, "-m", "benchmarks.fashion_grid", "_cell", json.dumps(flags)],
                           cwd=ROOT, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         raise RuntimeError(f"cell {cell_name(task, method, seed)} failed (exit {proc.returncode}); rerun: "
                            f"{command_line(flags)}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["resumed"] = resumed
+    result["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)  # the cell process: user + system s
     flags.pop("resume", None)
     paths = []
     for record, path in zip(records_of(task, method, seed, flags, result), result_paths(task, method, seed, out)):
