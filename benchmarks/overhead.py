@@ -24,7 +24,7 @@ disk run on random tensors of its shape (``*``). PHAM presets time phase 1.
     OMP_NUM_THREADS=1 python -m benchmarks.overhead [--only=ram_mnist,han_vqa] [--steps=40] [--warmup=5]
         [--epochs=2] [--repeats=3] [--compile] [--json=benchmarks/results/overhead.json]
 
-Targets (issue 15): ``cli`` step within 10% of ``plain`` for RAM at batch 20, within 5% for every other
+Targets: ``cli`` step within 10% of ``plain`` for RAM at batch 20, within 5% for every other
 preset. ``--compile`` adds ``plain`` and ``cli`` with ``--compile=true`` (``AttentionModel.compile_step``).
 """
 from __future__ import annotations

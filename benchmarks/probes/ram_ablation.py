@@ -34,7 +34,7 @@ from datamodules.digits import load_embedded
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "ram_ablation.csv"
 PRESET = Path(__file__).resolve().parents[2] / "configs" / "ram_mnist.yaml"
 MNIST_NORM = dict(input_mean=0.1307, input_std=0.3081)
-# the defaults before issue 17 (the paper's setting with Adam): learned l_0, linear locator, no clamping,
+# the earlier defaults (the paper's setting with Adam): learned l_0, linear locator, no clamping,
 # REINFORCE into the core with weight 0.1, lr 1e-3 decayed linearly to 0, inputs in [0, 1]
 OLD = dict(first_location="learned", locator_hidden=0, clamp=False, detach_policy=False, reinforce_weight=0.1,
            std=0.1, lr=1e-3, lr_decay=True, input_mean=0.0, input_std=1.0, reward="correct")

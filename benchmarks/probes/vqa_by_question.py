@@ -6,7 +6,7 @@ the items are the checkpoint's own test split (datamodule flags may be overridde
 
     python -m benchmarks.probes.vqa_by_question --ckpt runs/NAME/.../checkpoints/best-...ckpt [key=value ...]
 
-Used for ``--relate_axes=xy`` (issue 17.2): with the flat head's slots in column order, "left of" is given away by
+Used for ``--relate_axes=xy`` (docs/studies/vqa_6x6.md): with the flat head's slots in column order, "left of" is given away by
 the slots' order and "above" is not, so the two are reported apart.
 """
 from __future__ import annotations

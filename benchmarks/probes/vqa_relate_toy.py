@@ -4,7 +4,7 @@ No images: a cell is a learned embedding of its contents (empty, or one of the c
 a linear map of one-hot (colour A, shape A, colour B, shape B[, the word left/right]) or, with ``--bow``, the
 question's text through HAN's bag-of-words encoder; fused with FiLM and the sum as in ``--fusion=film``; scenes
 as in the 6x6 preset (5-9 objects with distinct pairs on a 6x6 lattice, A and B in different columns). Prints
-held-out accuracy every 500 steps. A diagnostic for issue 17.2 (benchmarks/README.md, "VQA 6x6"):
+held-out accuracy every 500 steps. A diagnostic of the VQA 6x6 study (docs/studies/vqa_6x6.md):
 
     OMP_NUM_THREADS=1 python -m benchmarks.probes.vqa_relate_toy --steps 3000               # "left of" only: learns
     OMP_NUM_THREADS=1 python -m benchmarks.probes.vqa_relate_toy --steps 6000 --sides both  # yes/no XOR the word
