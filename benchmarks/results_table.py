@@ -95,9 +95,19 @@ def study_row(result: dict[str, Any]) -> Row:
                paper=result.get("paper", "-"), runs=f"{seed_list(result)} · {result['budget']}", links=links)
 
 
+STUDY_KEYS = {"order", "experiment", "metric", "paper", "budget", "command", "study"}
+
+
 def load_studies(folder: Path = RESULTS / "studies") -> list[dict[str, Any]]:
-    """Every study's result file, in table order."""
-    return sorted((json.loads(p.read_text()) for p in folder.glob("*.json")), key=lambda r: r["order"])
+    """Every study's result file, in table order; a file lacking a key is an error naming the file and the key."""
+    results = []
+    for path in sorted(folder.glob("*.json")):
+        result = json.loads(path.read_text())
+        missing = STUDY_KEYS - set(result)
+        if missing:
+            raise ValueError(f"{path}: add {', '.join(sorted(missing))} (see benchmarks/results_table.py for the keys)")
+        results.append(result)
+    return sorted(results, key=lambda r: r["order"])
 
 
 def grid_rows(cells: Iterable[dict[str, Any]], study: str = "", title: str = "{task}: {method}") -> list[Row]:
@@ -175,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             print(render(rows()))
         return 0
     text = README.read_text()
-    new = generated(text)
+    try:
+        new = generated(text)
+    except ValueError as e:
+        print(e)
+        return 2
     if args.write:
         if new != text:
             tmp = README.with_suffix(".md.tmp")

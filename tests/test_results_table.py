@@ -78,3 +78,10 @@ def test_a_long_cell_and_a_missing_block_are_one_line_errors():
         rt.render([row])
     with pytest.raises(ValueError, match="no '<!-- results:start -->'"):
         rt.block("no markers here", "results")
+
+
+def test_a_study_file_lacking_a_key_is_named(tmp_path):
+    (tmp_path / "x.json").write_text('{"order": 1, "experiment": "x", "metric": "acc", "paper": "-", "command": "c", '
+                                     '"study": "s.md", "seeds": {"0": 1.0}}')
+    with pytest.raises(ValueError, match="x.json: add budget"):
+        rt.load_studies(tmp_path)
