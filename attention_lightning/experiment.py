@@ -36,7 +36,7 @@ class _DropThirdPartyTips(logging.Filter):
 
 
 def quiet_third_party() -> None:
-    """Filter the exact third-party lines that say nothing about the run (issue 13): a product tip and a
+    """Filter the exact third-party lines that say nothing about the run: a product tip and a
     deprecation inside pytorch_lightning's own code."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):

@@ -1,0 +1,1 @@
+"""Speed benchmarks and the leaderboard, each run as ``python -m benchmarks.<name>`` from the repository root."""

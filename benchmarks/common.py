@@ -5,18 +5,14 @@ import ast
 import logging
 import os
 import resource
-import sys
 import warnings
 import time
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from attention_lightning import experiment  # noqa: E402
+from attention_lightning import experiment
 
 # benchmarks print tables; keep Lightning's banners and hints out of them
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)

@@ -11,8 +11,8 @@ alternate (five each after a warm-up); "x files" is the median of the back-to-ba
 that changes during the run moves both sides of each pair alike. Targets: cached >= 10x the file path and
 >= 5x the consumer.
 
-    python benchmarks/data.py [--batches=20] [--num_workers=0] [--json=benchmarks/results/data.json]
-    python benchmarks/data.py --folders [--per_class=500] [--json=benchmarks/results/data_folders.json]
+    python -m benchmarks.data [--batches=20] [--num_workers=0] [--json=benchmarks/results/data.json]
+    python -m benchmarks.data --folders [--per_class=500] [--json=benchmarks/results/data_folders.json]
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import measure_training
+from benchmarks.common import measure_training
 from attention_lightning.experiment import build_datamodule, load_config, plan
-from tests.fixtures import make_cinic10, make_tiny_imagenet
+from datamodules.tiny_datasets import make_cinic10, make_tiny_imagenet
 
 FOLDERS = [
     # (datamodule, the preset that consumes it, writer of a small folder in the published layout)

@@ -1,6 +1,6 @@
 """Benchmark the batched RAM glimpse sensor against a naive per-sample loop (Mnih et al. 2014 sensor).
 
-    python benchmarks/glimpse.py [--device=cpu|cuda] [--image=60] [--size=12] [--repeats=5]
+    python -m benchmarks.glimpse [--device=cpu|cuda] [--image=60] [--size=12] [--repeats=5]
 
 The naive reference loops over the batch and the scales in Python and area-averages each patch with two
 small matrices of pixel coverage (exact for any real location, zero outside), as a per-sample port would.

@@ -9,11 +9,11 @@ measured the same way. Results go to ``--out``:
 - ``leaderboard.md`` and ``leaderboard.csv``: mean and standard error over seeds per (task, method);
 - ``accuracy_vs_glimpses.png`` and ``accuracy_vs_pixels.png``: one line per method, error bars from seeds.
 
-    python benchmarks/leaderboard.py --budget=smoke                      # whole grid, minutes on a CPU
-    python benchmarks/leaderboard.py --budget=cpu --tasks=translated60,rgb32
-    python benchmarks/leaderboard.py --budget=paper --accelerator=gpu --devices=4 --precision=bf16-mixed
-    python benchmarks/leaderboard.py --budget=cpu --logger=wandb          # one wandb run per cell + a summary
-    srun python benchmarks/leaderboard.py --budget=paper --isolate=false --accelerator=gpu --devices=4 \
+    python -m benchmarks.leaderboard --budget=smoke                      # whole grid, minutes on a CPU
+    python -m benchmarks.leaderboard --budget=cpu --tasks=translated60,rgb32
+    python -m benchmarks.leaderboard --budget=paper --accelerator=gpu --devices=4 --precision=bf16-mixed
+    python -m benchmarks.leaderboard --budget=cpu --logger=wandb          # one wandb run per cell + a summary
+    srun python -m benchmarks.leaderboard --budget=paper --isolate=false --accelerator=gpu --devices=4 \
         --num_nodes=2 --strategy=ddp        # inside a SLURM allocation: every cell trains on all its GPUs
 
 Methods: ``cnn`` (full image, every pixel), ``dham``, ``ram``, ``ram_random`` (RAM's sensor and core with
@@ -50,7 +50,6 @@ from typing import Any
 from collections.abc import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # --- the grid ---------------------------------------------------------------------------------------------
 
@@ -411,7 +410,7 @@ def _run_isolated(flags: dict[str, Any], logger: str, group: str) -> dict[str, A
     """One cell in a fresh process, so its peak memory is its own."""
     env = {**os.environ, "WANDB_RUN_GROUP": group}
     proc = subprocess.run(
-        [sys.executable, __file__, "--_cell", json.dumps(flags), "--logger", logger],
+        [sys.executable, "-m", "benchmarks.leaderboard", "--_cell", json.dumps(flags), "--logger", logger],
         env=env, capture_output=True, text=True, cwd=str(ROOT),
     )
     if proc.returncode != 0:

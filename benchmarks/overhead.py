@@ -21,10 +21,10 @@ are printed beside it. The progress bar is drawn into /dev/null. RAM runs at bat
 ``configs/ram_mnist.yaml``'s) and 128; the other presets at their own batch. Presets whose dataset is not on
 disk run on random tensors of its shape (``*``). PHAM presets time phase 1.
 
-    OMP_NUM_THREADS=1 python benchmarks/overhead.py [--only=ram_mnist,han_vqa] [--steps=40] [--warmup=5]
+    OMP_NUM_THREADS=1 python -m benchmarks.overhead [--only=ram_mnist,han_vqa] [--steps=40] [--warmup=5]
         [--epochs=2] [--repeats=3] [--compile] [--json=benchmarks/results/overhead.json]
 
-Targets (issue 15): ``cli`` step within 10% of ``plain`` for RAM at batch 20, within 5% for every other
+Targets: ``cli`` step within 10% of ``plain`` for RAM at batch 20, within 5% for every other
 preset. ``--compile`` adds ``plain`` and ``cli`` with ``--compile=true`` (``AttentionModel.compile_step``).
 """
 from __future__ import annotations
@@ -43,9 +43,9 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from common import StepTimer, measure_training  # noqa: F401  (common sets the quiet logging and sys.path)
+from benchmarks.common import StepTimer, measure_training  # noqa: F401  (common sets the quiet logging)
 from attention_lightning import experiment, runs
-from throughput import SHAPES, Synthetic
+from benchmarks.throughput import SHAPES, Synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 WALL, CPU = 0, 1  # which clock of ``clocks()``

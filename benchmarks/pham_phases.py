@@ -20,7 +20,7 @@ several times and reports the medians.
 ``benchmarks/pham_phases.py`` in fresh processes, one after the other, and the table gives both medians and
 the speed-up (DIR's step time over this tree's), phase by phase.
 
-    OMP_NUM_THREADS=1 python benchmarks/pham_phases.py [--sizes=32,64] [--steps=10] [--warmup=3]
+    OMP_NUM_THREADS=1 python -m benchmarks.pham_phases [--sizes=32,64] [--steps=10] [--warmup=3]
         [--repeats=1] [--batch_size=64] [--config=configs/pham_digits32.yaml]
         [--json=benchmarks/results/pham_phases.json] [--accelerator=cpu] [--against=../old]
 """
@@ -39,7 +39,7 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from common import measure_training
+from benchmarks.common import measure_training
 from attention_lightning import experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +87,10 @@ def against(args: argparse.Namespace, other: Path) -> None:
         for r in range(args.repeats):
             for name, tree in trees.items():
                 out = Path(tmp) / f"{name}_{r}.json"
-                cmd = [sys.executable, str(tree / script), f"--sizes={args.sizes}",
+                # a tree from before benchmarks/ became a package runs the script by its path
+                run = ["-m", "benchmarks.pham_phases"] if (tree / "benchmarks" / "__init__.py").is_file() \
+                    else [str(tree / script)]
+                cmd = [sys.executable, *run, f"--sizes={args.sizes}",
                        f"--config={config}", f"--steps={args.steps}", f"--warmup={args.warmup}",
                        "--repeats=1", f"--batch_size={args.batch_size}", f"--accelerator={args.accelerator}",
                        f"--json={out}"]

@@ -3,7 +3,7 @@
 RAM sees only glimpses, so its step time should barely move from 60x60 to 200x200 (target: ratio <= 1.3);
 DHAM's head runs over the whole image, so its step time grows with the pixel count.
 
-    python benchmarks/scaling.py [--steps=10] [--json=benchmarks/results/scaling.json]
+    python -m benchmarks.scaling [--steps=10] [--json=benchmarks/results/scaling.json]
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import measure_training
+from benchmarks.common import measure_training
 
 CASES = {
     "ram": ({"model": "ram", "data": "cluttered_mnist", "variant": "cluttered", "glimpses": 6, "glimpse_size": 12,

@@ -4,7 +4,7 @@ Each preset in configs/ runs a few real ``Trainer.fit`` steps (forward, backward
 excluded from the timing) on the current device. Presets whose dataset is not on disk (CIFAR, SVHN, CINIC-10,
 Tiny ImageNet offline) run on random tensors of the dataset's shape, marked 'synthetic'.
 
-    python benchmarks/throughput.py [--steps=10] [--batch_size=N] [--compile] [--only=ram,dham_mnist120]
+    python -m benchmarks.throughput [--steps=10] [--batch_size=N] [--compile] [--only=ram,dham_mnist120]
         [--json=benchmarks/results/throughput.json] [--accelerator=gpu --precision=bf16-mixed]
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
-from common import measure_training
+from benchmarks.common import measure_training
 from attention_lightning.experiment import UserError, build_datamodule, plan
 from datamodules.base import BaseDataModule, DatasetError
 

@@ -1,9 +1,9 @@
 """What the attention pictures cost a training run: wall time of `cli.py fit` with the default pictures against
 `--viz_images=0`, runs alternated (on, off, on, off, ...) so that drifting load hits both alike.
 
-    python benchmarks/viz.py [--repeats=3] [--ref=DIR] -- --config=configs/ram_mnist.yaml --max_epochs=10 ...
-    python benchmarks/viz.py --draw [--repeats=5] [--ref=DIR]
-    python benchmarks/viz.py --share -- --config=configs/ram_mnist.yaml --max_epochs=10 ...
+    python -m benchmarks.viz [--repeats=3] [--ref=DIR] -- --config=configs/ram_mnist.yaml --max_epochs=10 ...
+    python -m benchmarks.viz --draw [--repeats=5] [--ref=DIR]
+    python -m benchmarks.viz --share -- --config=configs/ram_mnist.yaml --max_epochs=10 ...
 
 `--draw` times one drawing instead (`callbacks.render`, what the attention logger does at each validation), for an
 Attention shaped like each preset's (8 images; random weights do not matter to the cost): the csv logger's PNG of
@@ -130,7 +130,9 @@ def draw(checkouts: dict[str, Path], repeats: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     results = {}
     for name, checkout in checkouts.items():
-        code = (f"import sys, json; sys.path[:0] = [{str(checkout)!r}, {str(ROOT / 'benchmarks')!r}]; import viz; "
+        # this tree's benchmark code, loaded by its path, drawing with the checkout's library (the working directory)
+        code = (f"import importlib.util, json; spec = importlib.util.spec_from_file_location('viz', {__file__!r}); "
+                f"viz = importlib.util.module_from_spec(spec); spec.loader.exec_module(viz); "
                 f"print(json.dumps(viz.draw_times({repeats})))")
         done = subprocess.run([sys.executable, "-c", code], cwd=checkout, env=env, capture_output=True, text=True)
         if done.returncode != 0:

@@ -6,7 +6,7 @@ import pytest
 
 from attention_lightning import experiment
 from attention_lightning.experiment import UserError
-from tests.fixtures import make_cinic10
+from datamodules.tiny_datasets import make_cinic10
 from tiny import tiny_flags
 
 FAST = {"fast_dev_run": 1, "logger": "none", "enable_progress_bar": False, "enable_model_summary": False}

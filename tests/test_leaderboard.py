@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from attention_lightning.attention import Attention
-from benchmark_script import load_benchmark
-
-lb = load_benchmark("leaderboard")
+from benchmarks import leaderboard as lb
 
 
 def test_pixels_seen_is_the_union_of_full_resolution_boxes():

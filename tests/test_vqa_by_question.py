@@ -1,13 +1,11 @@
-"""benchmarks/vqa_by_question.py: finer test accuracy of a HAN checkpoint, by relation word and count answer."""
+"""benchmarks/probes/vqa_by_question.py: finer test accuracy of a HAN checkpoint, by relation word and count answer."""
 from __future__ import annotations
 
 import pytest
 
 from attention_lightning import experiment
-from benchmark_script import load_benchmark
+from benchmarks.probes import vqa_by_question as script
 from tiny import tiny_flags
-
-script = load_benchmark("vqa_by_question")
 
 
 def test_groups_split_relate_by_word_and_count_by_answer():

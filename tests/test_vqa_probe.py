@@ -1,4 +1,4 @@
-"""benchmarks/vqa_probe.py's oracle-encoder diagnostic: the per-cell labels and the frozen encoder."""
+"""benchmarks/probes/vqa_probe.py's oracle-encoder diagnostic: the per-cell labels and the frozen encoder."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,13 +8,10 @@ import pytest
 import torch
 
 from attention_lightning.plan import build_datamodule, build_model, load_config, plan
-from benchmark_script import load_benchmark
+from benchmarks.probes import vqa_probe as probe
 from datamodules.scenes import Scene, Scenes
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-probe = load_benchmark("vqa_probe")
 
 
 def _scene(colour, shape, place) -> Scene:

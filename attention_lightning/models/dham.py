@@ -6,7 +6,7 @@ gives the half size s of a square crop. A bilinear sampler cuts that crop (defau
 input image and a small CNN classifies it. Only cross-entropy trains the head: the gradient reaches it
 through the sampler (d crop / d (tx, ty, s)) and the moments. Works on any input size.
 
-On noisy inputs (``configs/dham_noisy120.yaml``, issue 17) three options matter: ``head_pool`` averages the
+On noisy inputs (``configs/dham_noisy120.yaml``) three options matter: ``head_pool`` averages the
 input before the head, so a randomly initialized head already responds more to the digit than to the
 noise; ``crop_antialias`` reads a zoomed-out crop from a mean-pooled pyramid, so the classifier sees
 the digit with the noise averaged out before the crop has learned to zoom in (the bilinear sampler

@@ -43,7 +43,7 @@ Pipeline for a batch of images (B, 3, H, W) and padded questions (B, L) with len
 Deviations from the paper, each for a measured reason on the synthetic scenes:
 - The xy centers, the cell * question product and the learned per-cell position embedding are ours: the
   per-cell set head treats cells independently, so without positions left/right (relate) questions stayed
-  at chance (issue 17, main at 8665b53), and in short CPU runs counting rose faster with the product.
+  at chance, and in short CPU runs counting rose faster with the product.
 - ``--fusion=film`` (question-dependent channel gains on top of the paper's sum) and ``--fusion=gate``
   (the gains alone) are ours; ``sum`` is the paper's. ``gate`` with ``--encoder_norm=none`` (no BatchNorm,
   no biases) gives a blank cell's fused feature, hence its presence, exactly zero: on the earlier 48px 6x6
@@ -54,7 +54,7 @@ Deviations from the paper, each for a measured reason on the synthetic scenes:
 - ``--rnn=bow`` (one embedding per (position, word) pair, summed, then a linear layer) is ours; the paper
   encodes the question with an LSTM. On the templated questions of the 6x6 preset the LSTM was the
   bottleneck: counting one colour with every cell kept stayed at the prior for 1,000+ steps with the LSTM
-  and reached 44% (prior 24%) after 250 steps with bow (issue 17).
+  and reached 44% (prior 24%) after 250 steps with bow.
 - ``--blind`` (the image zeroed before the encoder) is a baseline of ours: the same model answering from
   the question alone, so the gain from looking is measured at equal steps and parameters.
 
@@ -71,10 +71,11 @@ the gradient also flows through the softmax weights into presence.
 ``--presence_grad=true`` (ours, topk/adaptive only) adds a straight-through gradient to the presence of the
 *kept* cells (``nn.selection.presence_gradient``): the forward pass is unchanged (weights exactly 1), and the
 loss's gradient with respect to a kept cell's weight reaches its presence, so the ranking is trained
-directly instead of only through the kept features. Measured (issue 17, 6x6 preset, encoder trained first on
-each cell's contents and frozen, ``benchmarks/vqa_probe.py --oracle_encoder``): topk's exist accuracy
-0.62-0.69 -> 0.87-0.93 after 1,500-2,000 steps; trained end to end from pixels, no difference at 4,000
-steps and test 63.5% vs 57.8% at 10,000 (exist 79.5% vs 62.3%; all cells: 81.5%). Off by default (the paper's HAN).
+directly instead of only through the kept features. Measured (``docs/studies/vqa_6x6.md``, the 6x6 scenes with
+the set head, encoder trained first on each cell's contents and frozen, ``benchmarks.probes.vqa_probe
+--oracle_encoder``): topk's exist accuracy 0.62-0.69 -> 0.87-0.93 after 1,500-2,000 steps; trained end to end
+from pixels, no difference at 4,000 steps and test 63.5% vs 57.8% at 10,000 (exist 79.5% vs 62.3%; all cells:
+81.5%). Off by default (the paper's HAN).
 
 Metrics: accuracy; accuracy per question type (``val/acc_<type>``, ``test/acc_<type>``, for batches with a
 ``qtype``; types in ``QTYPE_NAMES`` order); and the fraction of cells attended per example (cells that reach

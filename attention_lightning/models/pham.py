@@ -13,7 +13,7 @@ glimpses; 3) everything, EIG glimpses, ELBO + ``ccebal`` x cross-entropy. Phases
 ``--init_from`` (the previous phase's checkpoint); ``--phase=all`` runs 1, 2, 3 in sequence through
 ``experiment.fit`` (see ``PHAM.stages``).
 
-Speed (issue 15, ``benchmarks/pham_phases.py``): phases 2 and 3 spend most of their time in the Partial VAE,
+Speed (``benchmarks/pham_phases.py``): phases 2 and 3 spend most of their time in the Partial VAE,
 run on B x T rows per step: the decoder's 3x3 convs over the grid, forward and backward, and the flow. The
 paper-size presets therefore set ``decoder_channels`` to feature_size // 2 (the model's default stays
 feature_size, so checkpoints written before keep loading): at the paper's sizes 8.4M instead of 31M

@@ -31,8 +31,8 @@ The paper trains with SGD (momentum 0.9, minibatches of 20, learning rate anneal
 the learning rate and std by random search without reporting them. SGD at lr 0.01 with reinforce_weight 1
 never leaves chance on MNIST: early on the reward is noise, the REINFORCE gradient (scale 1/std per glimpse)
 swamps the classifier's in the shared core, and the policy means drift into tanh saturation at the border,
-where glimpses see nothing. Defaults (issue 17, benchmarks/ram_ablation.py on the embedded digits, batch
-128, validation): Adam 1e-3 at a constant rate, a detached policy with a 128-unit hidden layer, clamped
+where glimpses see nothing. Defaults (``docs/studies/ram_mnist.md``, the embedded digits, batch 128,
+validation): Adam 1e-3 at a constant rate, a detached policy with a 128-unit hidden layer, clamped
 locations, reinforce_weight 0.01, learned l_0; each of detaching, the hidden layer, the smaller weight and
 the constant rate alone raised greedy validation accuracy after 10 epochs by 12-23 points over the earlier
 defaults (linear locator, REINFORCE into the core with weight 0.1, linear decay). The paper's setting stays

@@ -10,7 +10,7 @@ from attention_lightning.facts import DataFacts
 from attention_lightning.flags import FlagError, parameters, route
 from datamodules.base import argument_docs
 from datamodules.cluttered_mnist import ClutteredMNIST
-from tests.fixtures import make_cifar10, make_cinic10, make_svhn, make_tiny_imagenet
+from datamodules.tiny_datasets import make_cifar10, make_cinic10, make_svhn, make_tiny_imagenet
 
 OURS = ["cluttered_mnist", "svhn", "cifar10", "cifar100", "cinic10", "tiny_imagenet"]  # vqa_scenes is h-vqa's
 SHARED = ["batch_size", "num_workers", "pin_memory", "download", "checksum", "split_seed", "random_crop",

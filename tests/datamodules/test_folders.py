@@ -15,7 +15,7 @@ from PIL import Image
 
 from datamodules.base import DatasetError
 from datamodules.folders import CACHE_FOLDER, CINIC10, TinyImageNet
-from tests.fixtures import (class_value, make_cinic10, make_cinic10_archive, make_tiny_imagenet,
+from datamodules.tiny_datasets import (class_value, make_cinic10, make_cinic10_archive, make_tiny_imagenet,
                             make_tiny_imagenet_archive)
 
 RAW = dict(normalize=False, random_crop=False, hflip=False)

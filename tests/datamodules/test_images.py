@@ -1,4 +1,4 @@
-"""The image datamodules read tiny fixtures written in the published on-disk formats (tests/fixtures.py)."""
+"""The image datamodules read tiny fixtures written in the published on-disk formats (datamodules/tiny_datasets.py)."""
 import pickle
 import socket
 
@@ -15,7 +15,7 @@ from datamodules.cifar import CIFAR10, CIFAR100
 from datamodules.folders import CINIC10, TinyImageNet
 from datamodules.images import DOWNLOAD_TIMEOUT, balanced_order, carve
 from datamodules.svhn import SVHN
-from tests.fixtures import (CIFAR10_NAMES, class_value, make_cifar10, make_cifar100, make_cinic10, make_svhn,
+from datamodules.tiny_datasets import (CIFAR10_NAMES, class_value, make_cifar10, make_cifar100, make_cinic10, make_svhn,
                             make_tiny_imagenet)
 
 RAW = dict(normalize=False, random_crop=False, hflip=False)  # items are the stored pixels / 255

@@ -218,7 +218,7 @@ def test_phase_all_lists_three_stages():
 @pytest.mark.slow
 @pytest.mark.parametrize("data", ["cinic10", "tiny_imagenet"])
 def test_phase_all_end_to_end_on_fixtures(tmp_path, data):
-    from tests.fixtures import make_cinic10, make_tiny_imagenet
+    from datamodules.tiny_datasets import make_cinic10, make_tiny_imagenet
 
     if data == "cinic10":
         data_dir = make_cinic10(tmp_path / "data", per_class=2)

@@ -4,8 +4,8 @@ Every writer returns the path to pass as ``--data_dir``. Pixel values encode the
 check that images and labels stay paired: an image of class ``k`` is filled with ``class_value(k)``
 in its red channel (JPEG keeps it within a few levels).
 
-Import from a test as ``from tests.fixtures import make_cinic10`` (setup.cfg puts the repository root
-on pytest's path).
+The tests read them (``from datamodules.tiny_datasets import make_cinic10``), and ``benchmarks/data.py`` times
+the folder datamodules on larger ones.
 """
 from __future__ import annotations
 

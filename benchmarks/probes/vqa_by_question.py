@@ -4,27 +4,23 @@ For each question type, and for relate questions by relation word (left / right 
 questions by answer, it prints the accuracy, the number of items, and the mean number of cells the model kept;
 the items are the checkpoint's own test split (datamodule flags may be overridden, e.g. ``--test_size``).
 
-    python benchmarks/vqa_by_question.py --ckpt runs/NAME/.../checkpoints/best-...ckpt [key=value ...]
+    python -m benchmarks.probes.vqa_by_question --ckpt runs/NAME/.../checkpoints/best-...ckpt [key=value ...]
 
-Used for ``--relate_axes=xy`` (issue 17.2): with the flat head's slots in column order, "left of" is given away by
+Used for ``--relate_axes=xy`` (docs/studies/vqa_6x6.md): with the flat head's slots in column order, "left of" is given away by
 the slots' order and "above" is not, so the two are reported apart.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from attention_lightning.experiment import checkpoint_plan  # noqa: E402
-from attention_lightning.models.han import QTYPE_NAMES  # noqa: E402
-from attention_lightning.plan import build_datamodule  # noqa: E402
-from attention_lightning.runs import load_model  # noqa: E402
-from common import key_values  # noqa: E402
+from attention_lightning.experiment import checkpoint_plan
+from attention_lightning.models.han import QTYPE_NAMES
+from attention_lightning.plan import build_datamodule
+from attention_lightning.runs import load_model
+from benchmarks.common import key_values
 
 RELATE_WORDS = ("left", "right", "above", "below")
 

@@ -6,7 +6,7 @@ every ``--every`` steps, validation accuracy overall and per question type besid
 of cells attended. For deciding task and model settings fast; the reported figures come from ``cli.py fit``.
 Settings are ``key=value`` pairs on top of the preset:
 
-    python benchmarks/vqa_probe.py --config configs/han_vqa_6x6.yaml --steps 1500 --every 250 selection=none
+    python -m benchmarks.probes.vqa_probe --config configs/han_vqa_6x6.yaml --steps 1500 --every 250 selection=none
 
 ``--oracle_encoder=N`` first trains the image encoder alone for N steps with each grid cell's contents as its
 label (empty, or which colour-shape pair sits in the place), then freezes it: a diagnostic that separates
@@ -16,20 +16,16 @@ learning what is in a cell (the encoder, from the answers alone) from learning w
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from attention_lightning.models.han import QTYPE_NAMES  # noqa: E402
-from attention_lightning.plan import build_datamodule, build_model, load_config, plan  # noqa: E402
-from common import key_values  # noqa: E402
+from attention_lightning.models.han import QTYPE_NAMES
+from attention_lightning.plan import build_datamodule, build_model, load_config, plan
+from benchmarks.common import key_values
 
 
 def cell_labels(scenes, grid: int, num_shapes: int) -> torch.Tensor:

@@ -4,27 +4,23 @@ No images: a cell is a learned embedding of its contents (empty, or one of the c
 a linear map of one-hot (colour A, shape A, colour B, shape B[, the word left/right]) or, with ``--bow``, the
 question's text through HAN's bag-of-words encoder; fused with FiLM and the sum as in ``--fusion=film``; scenes
 as in the 6x6 preset (5-9 objects with distinct pairs on a 6x6 lattice, A and B in different columns). Prints
-held-out accuracy every 500 steps. A diagnostic for issue 17.2 (benchmarks/README.md, "VQA 6x6"):
+held-out accuracy every 500 steps. A diagnostic of the VQA 6x6 study (docs/studies/vqa_6x6.md):
 
-    OMP_NUM_THREADS=1 python benchmarks/vqa_relate_toy.py --steps 3000               # "left of" only: learns
-    OMP_NUM_THREADS=1 python benchmarks/vqa_relate_toy.py --steps 6000 --sides both  # yes/no XOR the word
-    OMP_NUM_THREADS=1 python benchmarks/vqa_relate_toy.py --steps 4000 --bow [--question_scale 0.1]
+    OMP_NUM_THREADS=1 python -m benchmarks.probes.vqa_relate_toy --steps 3000               # "left of" only: learns
+    OMP_NUM_THREADS=1 python -m benchmarks.probes.vqa_relate_toy --steps 6000 --sides both  # yes/no XOR the word
+    OMP_NUM_THREADS=1 python -m benchmarks.probes.vqa_relate_toy --steps 4000 --bow [--question_scale 0.1]
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from attention_lightning.models.han import QuestionEncoder, SetHead, cell_centers  # noqa: E402
-from datamodules.questions import Tokenizer, question_words, relate_text  # noqa: E402
-from datamodules.scenes import COLOURS as COLOUR_NAMES, SHAPES as SHAPE_NAMES  # noqa: E402
+from attention_lightning.models.han import QuestionEncoder, SetHead, cell_centers
+from datamodules.questions import Tokenizer, question_words, relate_text
+from datamodules.scenes import COLOURS as COLOUR_NAMES, SHAPES as SHAPE_NAMES
 
 GRID, COLOURS, SHAPES = 6, 4, 4
 TOKENS = Tokenizer(question_words(GRID))

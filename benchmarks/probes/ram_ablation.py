@@ -5,8 +5,8 @@ and losses, one thread, and after every epoch writes greedy and Monte-Carlo vali
 Validation digits are the same 400 (10%) that ``cluttered_mnist`` holds out of the 4,000 embedded train
 digits; the 1,000 embedded test digits are only read with ``--test`` (final runs, never for choosing).
 
-    python benchmarks/ram_ablation.py run --configs old,new --seeds 0,1,2 --epochs 40 --test
-    python benchmarks/ram_ablation.py table                 # the markdown table from the CSV
+    python -m benchmarks.probes.ram_ablation run --configs old,new --seeds 0,1,2 --epochs 40 --test
+    python -m benchmarks.probes.ram_ablation table                 # the markdown table from the CSV
 
 An epoch is one pass over the 3,600 training digits (28 steps of 128) unless ``--epoch_images`` says otherwise:
 ``--epoch_images=54000`` makes an epoch as long as the port's on full MNIST (422 steps of 128; the embedded
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import inspect
-import sys
 import time
 from pathlib import Path
 
@@ -29,15 +28,13 @@ import numpy as np
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from attention_lightning.models.ram import RAM
+from datamodules.digits import load_embedded
 
-from attention_lightning.models.ram import RAM  # noqa: E402
-from datamodules.digits import load_embedded  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "ram_ablation.csv"
-PRESET = Path(__file__).resolve().parents[1] / "configs" / "ram_mnist.yaml"
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "ram_ablation.csv"
+PRESET = Path(__file__).resolve().parents[2] / "configs" / "ram_mnist.yaml"
 MNIST_NORM = dict(input_mean=0.1307, input_std=0.3081)
-# the defaults before issue 17 (the paper's setting with Adam): learned l_0, linear locator, no clamping,
+# the earlier defaults (the paper's setting with Adam): learned l_0, linear locator, no clamping,
 # REINFORCE into the core with weight 0.1, lr 1e-3 decayed linearly to 0, inputs in [0, 1]
 OLD = dict(first_location="learned", locator_hidden=0, clamp=False, detach_policy=False, reinforce_weight=0.1,
            std=0.1, lr=1e-3, lr_decay=True, input_mean=0.0, input_std=1.0, reward="correct")

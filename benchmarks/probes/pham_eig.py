@@ -12,7 +12,7 @@ The table gives, per t, the mean accuracy over seeds of each policy with its sta
 reference, the binomial standard error of the pooled accuracy over all seeds' test images. EIG "beats"
 random at t when the difference exceeds twice its standard error.
 
-    OMP_NUM_THREADS=1 python benchmarks/pham_eig.py [--config=configs/pham_digits32.yaml] [--seeds=0,1,2]
+    OMP_NUM_THREADS=1 python -m benchmarks.probes.pham_eig [--config=configs/pham_digits32.yaml] [--seeds=0,1,2]
         [--out=runs/pham_eig] [--collect] [--from_phase=3] [--set key=value ...]
 """
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 import pytorch_lightning as pl
 import yaml
 
-from common import experiment  # noqa: F401  (sets up the path, quiet logging, offline mode)
+from benchmarks.common import experiment  # noqa: F401  (quiet logging, offline mode)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class PhaseClock(pl.Callback):

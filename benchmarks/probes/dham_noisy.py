@@ -4,25 +4,22 @@ Trains with a plain loop (one thread, the preset's data and batch size, Adam at 
 greedy validation accuracy and the mean crop half size every ``--every`` steps. Model settings are
 ``key=value`` pairs on top of ``configs/dham_noisy120.yaml``'s model settings:
 
-    python benchmarks/dham_noisy.py --steps 300 --every 50 head_pool=4 head_stride=1
+    python -m benchmarks.probes.dham_noisy --steps 300 --every 50 head_pool=4 head_stride=1
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from attention_lightning.models.dham import DHAM
+from benchmarks.common import key_values
+from datamodules.cluttered_mnist import ClutteredMNIST
 
-from attention_lightning.models.dham import DHAM  # noqa: E402
-from common import key_values  # noqa: E402
-from datamodules.cluttered_mnist import ClutteredMNIST  # noqa: E402
-
-PRESET = Path(__file__).resolve().parents[1] / "configs" / "dham_noisy120.yaml"
+PRESET = Path(__file__).resolve().parents[2] / "configs" / "dham_noisy120.yaml"
 DATA_KEYS = ("variant", "canvas_size", "scale_range", "snr", "batch_size", "digits")
 
 

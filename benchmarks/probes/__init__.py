@@ -1,0 +1,1 @@
+"""One-off probes behind the studies in ``docs/studies/``, each run as ``python -m benchmarks.probes.<name>``."""

@@ -1,0 +1,208 @@
+"""README's results table, generated from the result files under ``benchmarks/results/``.
+
+    python -m benchmarks.results_table            # print the table
+    python -m benchmarks.results_table --write    # rewrite README's block between the markers
+    python -m benchmarks.results_table --check    # exit 1 if README's block differs from the files
+
+A study's result file (``benchmarks/results/studies/<experiment>.json``) holds one experiment:
+
+    order        its place in the table (int)
+    experiment   short name: model, data, the setting that matters
+    metric       what the number is ("test acc"), unit ("%" or "" for a fraction), decimals
+    seeds        {seed: value}: the headline number of each seed, as measured
+    summary      {"mean", "se", "n"}: only where the per-seed values were not kept (never both)
+    baseline     the same keys (name, seeds or summary) for the baseline it is compared with; optional
+    paper        the paper's figure for the same experiment, or "figures only"
+    budget       steps/epochs/images and the machine, in a few words
+    command      the command that made it; preset: configs/<name>.yaml; study: docs/studies/<name>.md
+    details      anything else measured alongside (per-type accuracies, curves), free-form
+
+A cell of a grid (``benchmarks/results/<grid>/<task>__<method>__s<seed>.json``) holds one run: at least task,
+method, seed, digits, test_acc (a fraction), images_seen and command; ``grid_rows`` makes one row per
+(task, method), mean ± s.e. over its seeds. Each table is a list of ``Row``; ``TABLES`` names the README block
+(``<!-- NAME:start -->`` ... ``<!-- NAME:end -->``) each is written to.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+MAX_CELL = 120  # characters, so the table stays a table of numbers
+HEADER = ("experiment", "ours (mean ± s.e.)", "baseline", "paper", "seeds · budget", "preset · study")
+
+
+@dataclass(frozen=True)
+class Row:
+    experiment: str
+    result: str
+    baseline: str
+    paper: str
+    runs: str
+    links: str
+
+
+def mean_se(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean, standard error of the mean (sample std / sqrt(n); 0 for one value) and n."""
+    v = list(values)
+    if not v:
+        raise ValueError("mean_se of no values")
+    se = statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else 0.0
+    return statistics.fmean(v), se, len(v)
+
+
+def number(part: dict[str, Any], unit: str, decimals: int) -> tuple[str, int]:
+    """``"95.1 ± 0.6%"`` (or the single value) of a part holding ``seeds`` or ``summary``, and its n."""
+    if ("seeds" in part) == ("summary" in part):
+        raise ValueError(f"a result needs exactly one of 'seeds' and 'summary': {sorted(part)}")
+    if "seeds" in part:
+        mean, se, n = mean_se(float(x) for x in part["seeds"].values())
+    else:
+        mean, se, n = part["summary"]["mean"], part["summary"]["se"], part["summary"]["n"]
+    fmt = f"{{:.{decimals}f}}"
+    text = fmt.format(mean) if n == 1 else f"{fmt.format(mean)} ± {fmt.format(se)}"
+    return text + unit, n
+
+
+def seed_list(part: dict[str, Any]) -> str:
+    seeds = list(part["seeds"]) if "seeds" in part else part["summary"].get("seed_list", [])
+    if not seeds:
+        return f"{part['summary']['n']} seeds"
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(s) for s in seeds)
+
+
+def study_row(result: dict[str, Any]) -> Row:
+    """The table row of one study's result file."""
+    unit, decimals = result.get("unit", "%"), result.get("decimals", 1)
+    ours, _ = number(result, unit, decimals)
+    baseline = "-"
+    if "baseline" in result:
+        base, _ = number(result["baseline"], unit, decimals)
+        baseline = f"{result['baseline']['name']}: {base}"
+    links = f"[preset]({result['preset']}) · [study]({result['study']})" if result.get("preset") else \
+        f"[study]({result['study']})"
+    return Row(experiment=result["experiment"], result=f"**{ours}** {result['metric']}", baseline=baseline,
+               paper=result.get("paper", "-"), runs=f"{seed_list(result)} · {result['budget']}", links=links)
+
+
+STUDY_KEYS = {"order", "experiment", "metric", "paper", "budget", "command", "study"}
+
+
+def load_studies(folder: Path = RESULTS / "studies") -> list[dict[str, Any]]:
+    """Every study's result file, in table order; a file lacking a key is an error naming the file and the key."""
+    results = []
+    for path in sorted(folder.glob("*.json")):
+        result = json.loads(path.read_text())
+        missing = STUDY_KEYS - set(result)
+        if missing:
+            raise ValueError(f"{path}: add {', '.join(sorted(missing))} (see benchmarks/results_table.py for the keys)")
+        results.append(result)
+    return sorted(results, key=lambda r: r["order"])
+
+
+def grid_rows(cells: Iterable[dict[str, Any]], study: str = "", title: str = "{task}: {method}") -> list[Row]:
+    """One row per (task, method) of a grid's cells: test accuracy mean ± s.e. over the seeds, in %.
+
+    A (task, method) whose cells differ in ``images_seen`` or ``digits`` is an error: its seeds are not one
+    experiment. Rows come in the cells' first-seen order of task, then method."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        missing = {"task", "method", "seed", "digits", "test_acc", "images_seen", "command"} - set(cell)
+        if missing:
+            raise ValueError(f"grid cell {cell.get('task')}/{cell.get('method')} lacks {sorted(missing)}")
+        groups[(cell["task"], cell["method"])].append(cell)
+    rows = []
+    for (task, method), group in groups.items():
+        for key in ("images_seen", "digits"):
+            if len({str(c[key]) for c in group}) > 1:
+                raise ValueError(f"grid cells of {task}/{method} differ in {key}: {sorted({str(c[key]) for c in group})}")
+        seeds = {c["seed"]: 100 * float(c["test_acc"]) for c in sorted(group, key=lambda c: c["seed"])}
+        ours, _ = number({"seeds": seeds}, "%", 1)
+        budget = f"{int(group[0]['images_seen']):,} images, {group[0]['digits']}"
+        rows.append(Row(experiment=title.format(task=task, method=method), result=f"**{ours}** test acc",
+                        baseline="-", paper="-", runs=f"{seed_list({'seeds': seeds})} · {budget}",
+                        links=f"[study]({study})" if study else "-"))
+    return rows
+
+
+def load_cells(folder: Path) -> list[dict[str, Any]]:
+    """The cells of a grid: every ``<task>__<method>__s<seed>.json`` in ``folder``."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*__*__s*.json"))]
+
+
+def render(rows: list[Row]) -> str:
+    """The markdown table; a cell over ``MAX_CELL`` characters is an error naming the row and the file to shorten."""
+    for row in rows:
+        for name, cell in zip(HEADER, astuple(row)):
+            if len(cell) > MAX_CELL:
+                raise ValueError(f"{row.experiment}: the {name!r} cell has {len(cell)} characters (at most {MAX_CELL}); "
+                                 f"shorten it in its result file and keep the story in the study")
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(astuple(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# README block name -> how its rows are made
+TABLES: dict[str, Callable[[], list[Row]]] = {
+    "results": lambda: [study_row(r) for r in load_studies()],
+}
+
+
+def block(text: str, name: str) -> tuple[int, int]:
+    """Start and end offsets of the text between README's ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"README.md has no '{start.strip()}' ... '{end}' block; add the two markers where the table goes")
+    return i + len(start), j
+
+
+def generated(text: str) -> str:
+    """README's text with every block of ``TABLES`` regenerated from the result files."""
+    for name, rows in TABLES.items():
+        i, j = block(text, name)
+        text = text[:i] + render(rows()) + text[j:]
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--write", action="store_true", help="rewrite README.md's generated blocks")
+    ap.add_argument("--check", action="store_true", help="exit 1 when README.md's blocks differ from the files")
+    args = ap.parse_args(argv)
+    if not (args.write or args.check):
+        for rows in TABLES.values():
+            print(render(rows()))
+        return 0
+    text = README.read_text()
+    try:
+        new = generated(text)
+    except ValueError as e:
+        print(e)
+        return 2
+    if args.write:
+        if new != text:
+            tmp = README.with_suffix(".md.tmp")
+            tmp.write_text(new)
+            tmp.replace(README)  # all or nothing: a failed write leaves README.md as it was
+        print(f"README.md: {'rewritten' if new != text else 'already up to date'}")
+        return 0
+    if new != text:
+        print("README.md's results table differs from benchmarks/results/: run python -m benchmarks.results_table --write")
+        return 1
+    print("README.md's results table matches benchmarks/results/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
