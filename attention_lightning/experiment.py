@@ -24,7 +24,7 @@ from .plan import (CLI_FLAGS, COMMAND_FLAGS, DEFAULTS, LOGGERS, Plan, UserError,
                    help_text, load_config, merge_flags, plan, signatures, user_errors)
 from .runio import DISK_ERRORS, LastCheckpoint, RunStart, StopSignals, StopTraining, TrainStream
 from .runs import (CKPT_KEY, check_resume_weights, check_resume_world, checkpoint_meta, claim_run_folder, load_model,
-                   make_trainer, remove_failed_start, resolve_resume, resume_command, run_faults)
+                   make_trainer, remove_failed_start, resolve_resume, resume_command, run_faults, run_lock)
 
 __all__ = ["CLI_FLAGS", "COMMAND_FLAGS", "DEFAULTS", "LOGGERS", "Interrupted", "Plan", "UserError", "build_datamodule",
            "build_model", "fit", "fit_stages", "help_text", "load_config", "make_trainer", "merge_flags", "plan",
@@ -120,6 +120,16 @@ def _fit(flags: Mapping[str, Any], p: Plan, root: str, name: str, rank_zero: boo
     fresh = resume is None or resume.run_dir is None
     run_dir = claim_run_folder(root, name) if fresh else resume.run_dir
     start = RunStart(run_dir, None if resume is None else resume.first_row)
+    with run_lock(run_dir, take=rank_zero):  # a second process training in this folder stops here
+        return _train(flags, p, dm, model, stream, run_dir, fresh, rank_zero, start, resume, signals,
+                      extra_callbacks, save_last, run_test)
+
+
+def _train(flags: Mapping[str, Any], p: Plan, dm: pl.LightningDataModule, model: pl.LightningModule,
+           stream: TrainStream, run_dir: Path, fresh: bool, rank_zero: bool, start: RunStart, resume: Any,
+           signals: StopSignals, extra_callbacks: list[Callback] | None, save_last: bool,
+           run_test: bool) -> dict[str, Any]:
+    """Train in the claimed (or resumed) ``run_dir``, then test; see ``fit``."""
     try:
         trainer = make_trainer(p, run_dir, [start, stream, *(extra_callbacks or [])], signals)
         if resume is not None:

@@ -7,6 +7,8 @@ metrics trimming) is in ``runio``; this module decides which folder, which check
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import netrc
@@ -329,6 +331,28 @@ def claim_run_folder(root: str, name: str) -> Path:
         reason = DISK_ERRORS.get(e.errno, e.strerror)
         raise UserError(f"cannot create the run folder under {Path(root) / name}: {reason}; "
                         f"pass a writable --default_root_dir") from None
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, take: bool = True):
+    """Hold an exclusive lock on the run folder (``flock`` on the folder itself: nothing is written, and the lock
+    goes with the process, also when it is killed) while this process trains in it; a second process that would
+    train in the same folder (two resumes of one run, a resume of a run still training) stops with one line."""
+    if not take:
+        yield
+        return
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise UserError(f"{run_dir} is in use by another process training in it (a run still going, or a "
+                            f"second --resume of it); wait for it to end, or start a new run without --resume") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def remove_failed_start(run_dir: Path) -> None:

@@ -355,3 +355,11 @@ def test_hparams_of_a_resumed_run_stay_as_written(run):
     assert (run_dir / "hparams.yaml").read_bytes() == hparams
     steps = [int(r["step"]) for r in epoch_rows(run_dir) if r.get("train/acc_epoch")]
     assert steps == [3, 7, 11], "epoch 1's rows were logged again from the step-4 checkpoint, once"
+
+
+def test_a_second_process_training_in_one_run_folder_is_refused(run):
+    root, run_dir = run
+    before = snapshot(root)
+    with runs.run_lock(run_dir), pytest.raises(UserError, match=r"version_0 is in use by another process training"):
+        experiment.fit(flags_at(root, max_epochs=3, resume="last"))  # the lock stands for a run still training
+    assert snapshot(root) == before
