@@ -142,9 +142,11 @@ def _train(flags: Mapping[str, Any], p: Plan, dm: pl.LightningDataModule, model:
                 trainer.fit(model, datamodule=dm, ckpt_path=str(resume.ckpt) if resume else None, weights_only=True)
             except StopTraining:
                 pass  # last_cb.stop_reason says why
-            except SystemExit:  # Lightning's answer to a second Ctrl-C: stop at once
+            except SystemExit:  # Lightning's answer to a KeyboardInterrupt (a second Ctrl-C): stop at once
                 if not trainer.interrupted:
                     raise
+                if not start.started:
+                    raise KeyboardInterrupt from None  # before training: as a Ctrl-C during start-up
                 last_cb.stop_reason = "a second Ctrl-C (stopped at once)"
     except BaseException:
         if fresh and rank_zero and not start.started:
