@@ -3,7 +3,7 @@
 
     python scripts/adversarial.py                 # every case (about 10 minutes on 2 CPU cores)
     python scripts/adversarial.py --only signal   # cases whose name or group contains "signal"
-    python scripts/adversarial.py --table docs/reliability-table.md
+    python scripts/adversarial.py --table docs/reliability.md   # rewrites the table in that file
 
 Outcomes: ``held`` (the run did what was asked, records exact), ``clear error`` (exit 2, one line ``error: ...``
 that matches what the case expects, every file under the run root as it was and nothing left behind), and the
@@ -914,10 +914,26 @@ def make_base(where: Path) -> Path:
     return ctx.root
 
 
+BEGIN, END = "<!-- adversarial table: written by scripts/adversarial.py -->", "<!-- end of adversarial table -->"
+
+
+def write_table(path: Path, rows: list[tuple[str, str, str, str]], summary: str) -> None:
+    """The table of outcomes, between the markers in ``path`` (the rest of the file is kept)."""
+    lines = [BEGIN, f"{len(rows)} cases: {summary}.", "", "| group | case | outcome | what it said or did |",
+             "|---|---|---|---|", *(f"| {g} | {n} | {o} | {d} |" for g, n, o, d in rows), END]
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + "\n".join(lines) + text[text.index(END) + len(END):]
+    else:
+        text = text + ("\n" if text else "") + "\n".join(lines) + "\n"
+    path.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run the cases whose name or group contains this text")
-    parser.add_argument("--table", default="", help="also write the table (markdown) to this file")
+    parser.add_argument("--table", default="", help="also write the table (markdown) into this file, between its "
+                        "table markers (appended when it has none)")
     args = parser.parse_args()
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -938,15 +954,14 @@ def main() -> None:
                 outcome, detail = ("skipped", str(e)) if c.needs_root else ("traceback", repr(e))
             except Exception:
                 outcome, detail = "traceback", "in the case itself: " + traceback.format_exc().strip().splitlines()[-1]
-            rows.append((c.group, c.name, outcome, detail.replace("|", "/").replace("\n", " ")[:160]))
+            detail = detail.replace(tmp, "$TMP").replace("|", "/").replace("\n", " ")
+            rows.append((c.group, c.name, outcome, detail[:160]))
             print(f"{i + 1:>3}/{len(cases)} {outcome:<13} {c.group:<18} {c.name}: {rows[-1][3][:100]}", flush=True)
     counts = {o: sum(r[2] == o for r in rows) for o in ("held", "clear error", *FAILURES, "skipped")}
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     print(f"\n{len(rows)} cases: {summary}")
     if args.table:
-        lines = [f"{len(rows)} cases: {summary}.", "", "| group | case | outcome | what it said or did |",
-                 "|---|---|---|---|", *(f"| {g} | {n} | {o} | {d} |" for g, n, o, d in rows)]
-        Path(args.table).write_text("\n".join(lines) + "\n")
+        write_table(Path(args.table), rows, summary)
     raise SystemExit(1 if any(counts[f] for f in FAILURES) else 0)
 
 
