@@ -23,7 +23,7 @@ from . import registry
 from .plan import (CLI_FLAGS, COMMAND_FLAGS, DEFAULTS, LOGGERS, Plan, UserError, build_datamodule, build_model,
                    help_text, load_config, merge_flags, plan, signatures, user_errors)
 from .runio import DISK_ERRORS, LastCheckpoint, RunStart, StopSignals, StopTraining, TrainStream
-from .runs import (CKPT_KEY, check_resume_weights, check_resume_world, checkpoint_meta, claim_run_folder, load_model,
+from .runs import (CKPT_KEY, Resume, check_resume_weights, check_resume_world, checkpoint_meta, claim_run_folder, load_model,
                    make_trainer, remove_failed_start, resolve_resume, resume_command, run_faults, run_lock)
 
 __all__ = ["CLI_FLAGS", "COMMAND_FLAGS", "DEFAULTS", "LOGGERS", "Interrupted", "Plan", "UserError", "build_datamodule",
@@ -126,7 +126,7 @@ def _fit(flags: Mapping[str, Any], p: Plan, root: str, name: str, rank_zero: boo
 
 
 def _train(flags: Mapping[str, Any], p: Plan, dm: pl.LightningDataModule, model: pl.LightningModule,
-           stream: TrainStream, run_dir: Path, fresh: bool, rank_zero: bool, start: RunStart, resume: Any,
+           stream: TrainStream, run_dir: Path, fresh: bool, rank_zero: bool, start: RunStart, resume: Resume | None,
            signals: StopSignals, extra_callbacks: list[Callback] | None, save_last: bool,
            run_test: bool) -> dict[str, Any]:
     """Train in the claimed (or resumed) ``run_dir``, then test; see ``fit``."""
@@ -162,8 +162,12 @@ def _train(flags: Mapping[str, Any], p: Plan, dm: pl.LightningDataModule, model:
     if last_cb.stop_reason:
         step, epoch = trainer.global_step, trainer.current_epoch
         last = Path(summary["last_checkpoint"])
-        saved = ("nothing saved" if not last.is_file() else f"saved {last}" if signals.signal is not None and
-                 "second" not in last_cb.stop_reason else f"the newest saved state is {last}")
+        if not last.is_file():
+            saved = "nothing saved"
+        elif last_cb.stop_reason.startswith("a second Ctrl-C"):  # stopped at once: the last save came before
+            saved = f"the newest saved state is {last}"
+        else:
+            saved = f"saved {last}"
         how = (f"{last_cb.requeued} (it continues with --resume=last)" if last_cb.requeued
                else f"continue with: {resume_command(flags, summary['last_checkpoint'])}")
         raise Interrupted(f"stopped by {last_cb.stop_reason} in epoch {epoch} at step {step}: {saved}; {how}")
