@@ -74,12 +74,29 @@ def visualize(**flags: Any) -> None:
 COMMANDS = {"list": list_, "fit": fit, "test": test, "visualize": visualize}
 
 
+def unconsumed(args: list[str]) -> str | None:
+    """The first argument after the command that is not a flag or a flag's value (``lr=0.5``, a stray word):
+    fire would run the whole command first and only then say it could not consume it."""
+    takes_value = False
+    for a in args[1:]:
+        if a.startswith("-") and a.strip("-"):
+            takes_value = "=" not in a  # --name value
+        elif takes_value:
+            takes_value = False
+        else:
+            return a
+    return None
+
+
 def main() -> None:
     args = sys.argv[1:]
     if "--" in args:  # fire would read what follows as its own flags (and run the command anyway)
         command = args[0] if args and args[0] in COMMANDS else "fit"
         _fail(f"`--` is not a flag of `{command}`; write flags as --name=value, and ask for help with "
               f"`python cli.py {command} --help`")
+    if args and args[0] in COMMANDS and (stray := unconsumed(args)) is not None:
+        hint = f"; did you mean --{stray}?" if "=" in stray and not stray.startswith("-") else ""
+        _fail(f"`{stray}` is not a flag of `{args[0]}`: write flags as --name=value{hint}")
     if args and args[0] in ("fit", "test", "visualize") and ("--help" in args or "-h" in args):
         given = dict(a[2:].split("=", 1) for a in args[1:] if a.startswith("--") and "=" in a)
         try:
@@ -87,7 +104,12 @@ def main() -> None:
         except UserError as e:
             _fail(str(e))
         return
-    fire.Fire(COMMANDS)
+    try:
+        fire.Fire(COMMANDS)
+    except KeyboardInterrupt:  # Ctrl-C before training started (during training it stops at a batch boundary)
+        command = args[0] if args else ""
+        _fail("stopped by Ctrl-C before training started: a new run leaves no folder, a resumed one is as it was"
+              if command == "fit" else f"stopped by Ctrl-C: `{command}` wrote nothing")
 
 
 if __name__ == "__main__":

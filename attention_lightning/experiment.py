@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
+import shlex
+import signal
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import Callback
 
 from . import registry
 from .plan import (CLI_FLAGS, COMMAND_FLAGS, DEFAULTS, LOGGERS, Plan, UserError, build_datamodule, build_model,
                    help_text, load_config, merge_flags, plan, signatures, user_errors)
-from .runio import LastCheckpoint, StopTraining, TrainStream
-from .runs import CKPT_KEY, checkpoint_meta, load_model, make_trainer, open_run, resume_command, run_faults
+from .runio import DISK_ERRORS, LastCheckpoint, RunStart, StopSignals, StopTraining, TrainStream
+from .runs import (CKPT_KEY, Resume, check_resume_weights, check_resume_world, checkpoint_meta, claim_run_folder, load_model,
+                   make_trainer, remove_failed_start, resolve_resume, resume_command, run_faults, run_lock)
 
 __all__ = ["CLI_FLAGS", "COMMAND_FLAGS", "DEFAULTS", "LOGGERS", "Interrupted", "Plan", "UserError", "build_datamodule",
            "build_model", "fit", "fit_stages", "help_text", "load_config", "make_trainer", "merge_flags", "plan",
@@ -93,46 +96,94 @@ def fit(flags: Mapping[str, Any], extra_callbacks: list[Callback] | None = None,
     root = p.trainer_kwargs.pop("default_root_dir", DEFAULTS["default_root_dir"])
     name = p.cli.get("run_name") or f"{p.model_name}-{p.data_name}"
     rank_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("RANK", "0")) == 0
-    run_dir, ckpt_path = open_run(p, root, name, rank_zero)
+    signals = StopSignals()
+    if SLURMEnvironment.detect():  # a pre-emption during start-up is kept for the first batch boundary
+        signals.install([signal.SIGUSR1])
     try:
-        dm = build_datamodule(p)
-        model = build_model(p, dm)
-        if p.cli.get("compile"):
-            model.compile_step()
-        stream = TrainStream(dm, p.cli["seed"])
-        trainer = make_trainer(p, run_dir, [stream, *(extra_callbacks or [])])
+        return _fit(flags, p, root, name, rank_zero, signals, extra_callbacks, save_last, run_test)
+    finally:
+        signals.restore()
+
+
+def _fit(flags: Mapping[str, Any], p: Plan, root: str, name: str, rank_zero: bool, signals: StopSignals,
+         extra_callbacks: list[Callback] | None, save_last: bool, run_test: bool) -> dict[str, Any]:
+    """``fit`` once the plan is made: every check that can refuse the run comes before its folder is touched; a
+    new run that fails before training leaves no folder."""
+    resume = resolve_resume(p, root, name)  # reads only
+    dm = build_datamodule(p)
+    model = build_model(p, dm)
+    if resume is not None:
+        check_resume_weights(resume, p, model)
+    if p.cli.get("compile"):
+        model.compile_step()
+    stream = TrainStream(dm, p.cli["seed"])
+    fresh = resume is None or resume.run_dir is None
+    run_dir = claim_run_folder(root, name) if fresh else resume.run_dir
+    start = RunStart(run_dir, None if resume is None else resume.first_row)
+    with run_lock(run_dir, take=rank_zero):  # a second process training in this folder stops here
+        return _train(flags, p, dm, model, stream, run_dir, fresh, rank_zero, start, resume, signals,
+                      extra_callbacks, save_last, run_test)
+
+
+def _train(flags: Mapping[str, Any], p: Plan, dm: pl.LightningDataModule, model: pl.LightningModule,
+           stream: TrainStream, run_dir: Path, fresh: bool, rank_zero: bool, start: RunStart, resume: Resume | None,
+           signals: StopSignals, extra_callbacks: list[Callback] | None, save_last: bool,
+           run_test: bool) -> dict[str, Any]:
+    """Train in the claimed (or resumed) ``run_dir``, then test; see ``fit``."""
+    try:
+        trainer = make_trainer(p, run_dir, [start, stream, *(extra_callbacks or [])], signals)
+        if resume is not None:
+            check_resume_world(resume, p, trainer)
+        last_cb = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
+        with user_errors(), run_faults(run_dir), warnings.catch_warnings():
+            # TrainStream keeps the train loader's position itself, in its callback state
+            warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+            try:
+                trainer.fit(model, datamodule=dm, ckpt_path=str(resume.ckpt) if resume else None, weights_only=True)
+            except StopTraining:
+                pass  # last_cb.stop_reason says why
+            except SystemExit:  # Lightning's answer to a KeyboardInterrupt (a second Ctrl-C): stop at once
+                if not trainer.interrupted:
+                    raise
+                if not start.started:
+                    raise KeyboardInterrupt from None  # before training: as a Ctrl-C during start-up
+                last_cb.stop_reason = "a second Ctrl-C (stopped at once)"
     except BaseException:
-        if not ckpt_path and rank_zero and {q.name for q in run_dir.iterdir()} <= {".claim"}:
-            shutil.rmtree(run_dir, ignore_errors=True)  # a run that could not start leaves no empty folder
+        if fresh and rank_zero and not start.started:
+            remove_failed_start(run_dir)  # a run that could not start leaves no folder
         raise
-    last_cb = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
-    with user_errors(), run_faults(run_dir), warnings.catch_warnings():
-        # TrainStream keeps the train loader's position itself, in its callback state
-        warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
-        try:
-            trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
-        except StopTraining:
-            pass  # last_cb.stop_reason says why
     summary: dict[str, Any] = {"run_dir": str(run_dir), "digits": getattr(dm, "digit_source", None)}
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb is not None else ""
     summary["best_checkpoint"] = best or None
     summary["last_checkpoint"] = str(run_dir / "checkpoints" / "last.ckpt")
+    if last_cb.stop_reason is None and signals.signal is not None:  # asked after the last batch (last validation)
+        last_cb.stop(trainer)
     if last_cb.stop_reason:
         step, epoch = trainer.global_step, trainer.current_epoch
+        last = Path(summary["last_checkpoint"])
+        if not last.is_file():
+            saved = "nothing saved"
+        elif last_cb.stop_reason.startswith("a second Ctrl-C"):  # stopped at once: the last save came before
+            saved = f"the newest saved state is {last}"
+        else:
+            saved = f"saved {last}"
         how = (f"{last_cb.requeued} (it continues with --resume=last)" if last_cb.requeued
                else f"continue with: {resume_command(flags, summary['last_checkpoint'])}")
-        raise Interrupted(f"stopped by {last_cb.stop_reason} in epoch {epoch} at step {step}: saved "
-                          f"{summary['last_checkpoint']}; {how}")
-    if save_last and not trainer.interrupted and not Path(summary["last_checkpoint"]).is_file():
+        raise Interrupted(f"stopped by {last_cb.stop_reason} in epoch {epoch} at step {step}: {saved}; {how}")
+    if save_last and not Path(summary["last_checkpoint"]).is_file():
         with run_faults(run_dir):
             trainer.save_checkpoint(summary["last_checkpoint"])  # the next stage starts from it
-    if trainer.interrupted:
-        summary["interrupted"] = True
-        return summary
     if run_test and not trainer.fast_dev_run and trainer.limit_test_batches != 0:
-        with user_errors():  # the best path itself: "best" makes Lightning warn that LastCheckpoint is a second one
-            results = trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)
+        with user_errors(), run_faults(run_dir):  # the best path itself: "best" makes Lightning warn that
+            try:                                  # LastCheckpoint is a second one
+                results = trainer.test(model, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)
+            except SystemExit:  # Lightning's answer to Ctrl-C
+                if not trainer.interrupted:
+                    raise
+                ckpt = best or summary["last_checkpoint"]
+                raise Interrupted(f"stopped by Ctrl-C during test: training finished and saved {ckpt}; test it "
+                                  f"with: python cli.py test --ckpt={shlex.quote(ckpt)}") from None
         summary["test"] = results[0] if results else {}
     summary["global_step"] = trainer.global_step
     return summary
@@ -166,7 +217,12 @@ def test(flags: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = {k: v for k, v in p.trainer_kwargs.items() if k not in ("max_epochs", "default_root_dir")}
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **kwargs)
     with user_errors():
-        results = trainer.test(model, datamodule=dm, verbose=False, weights_only=True)
+        try:
+            results = trainer.test(model, datamodule=dm, verbose=False, weights_only=True)
+        except SystemExit:  # Lightning's answer to Ctrl-C
+            if not trainer.interrupted:
+                raise
+            raise UserError("stopped by Ctrl-C during test: `test` wrote nothing") from None
     return {"test": results[0] if results else {}, "checkpoint": str(ckpt), "digits": getattr(dm, "digit_source", None)}
 
 
@@ -189,13 +245,26 @@ def visualize(flags: Mapping[str, Any]) -> dict[str, Any]:
         viz.check_output(out)
     except ValueError as e:
         raise UserError(str(e)) from None
+    folder = next((f for f in Path(str(out)).absolute().parents if f.exists()), Path("/"))
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"--out={out}: cannot write into {folder} (read-only or permission denied); "
+                        f"pass an --out in a writable folder")
     dm = build_datamodule(p)
     model = load_model(p, ckpt)
     with user_errors():
         dm.setup("validate" if split == "val" else "test")
         batch = first_items(dm.val_dataloader() if split == "val" else dm.test_dataloader(), num_images)
     att = draw_attention(model, batch)
-    path = viz.save_attention(att, out, num_images, getattr(dm, "class_names", None))
+    path = Path(str(out))
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the picture appears whole or not at all
+    try:
+        viz.save_attention(att, tmp, num_images, getattr(dm, "class_names", None))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"--out={out}: cannot write it: {DISK_ERRORS.get(e.errno, e.strerror)}; pass an --out in a "
+                        f"writable folder with free space") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     acc = att.step_accuracy()
     return {"out": str(path), "images": int(att.images.shape[0]), "steps": att.steps, "model": p.model_name,
             "accuracy": None if acc is None else float(acc[-1]), "checkpoint": str(ckpt)}

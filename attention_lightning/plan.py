@@ -92,7 +92,20 @@ def signatures(model_cls: type, data_cls: type) -> dict[str, dict]:
     }
 
 
+def check_run_name(value: Any) -> str:
+    """A run name is a folder name under ``--default_root_dir``, never a path out of it."""
+    name = str(value)
+    if isinstance(value, bool) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name or \
+            "\0" in name or len(name.encode()) > 255:
+        raise UserError(f"--run_name={value!r} is not a folder name (a name, not a path: no '/', not '.' or '..', "
+                        f"at most 255 bytes); to write elsewhere pass --default_root_dir=DIR")
+    return name
+
+
 def plan(flags: Mapping[str, Any], command: str = "fit") -> Plan:
+    for name, value in flags.items():  # fire reads --x= as ''
+        if isinstance(value, str) and not value.strip():
+            raise UserError(f"--{name}={value!r} is empty; give it a value or leave the flag out")
     merged = merge_flags(flags)
     try:
         model_entry = registry.get_model(str(merged["model"]))
@@ -110,6 +123,10 @@ def plan(flags: Mapping[str, Any], command: str = "fit") -> Plan:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
                 name.endswith("steps") and not isinstance(value, int)):
             raise UserError(f"--{name}={value!r} must be a number >= 0 (0 turns it off)")
+    if "resume" in cli and (not isinstance(cli["resume"], (str, int)) or isinstance(cli["resume"], bool)):
+        raise UserError(f"--resume={cli['resume']!r} needs a value: --resume=last or --resume=PATH of a .ckpt")
+    if cli.get("run_name") is not None:
+        cli["run_name"] = check_run_name(cli["run_name"])
     if cli["logger"] not in LOGGERS:
         raise UserError(f"--logger={cli['logger']!r} is not a logger; use one of {', '.join(LOGGERS)}")
     if not isinstance(cli["seed"], int) or isinstance(cli["seed"], bool):

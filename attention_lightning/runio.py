@@ -45,6 +45,34 @@ class StopTraining(Exception):
     """Raised at a batch boundary after ``last.ckpt`` was saved on Ctrl-C or SIGUSR1: nothing more is trained."""
 
 
+class StopSignals:
+    """Records the first Ctrl-C / SIGUSR1 for ``LastCheckpoint``, which stops at the next batch boundary; a second
+    Ctrl-C stops at once (``KeyboardInterrupt``). Installed for SIGUSR1 before the run starts (a pre-emption during
+    start-up is kept for the first batch), for SIGINT once training starts; ``restore`` puts the old handlers back."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self, signals: list[int]) -> None:
+        try:
+            for s in signals:
+                if s not in self._previous:
+                    self._previous[s] = signal.signal(s, self._on_signal)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        if self.signal is None or signum == signal.SIGUSR1:
+            self.signal = signum
+
+    def restore(self, signals: list[int] | None = None) -> None:
+        for s in [s for s in self._previous if signals is None or s in signals]:
+            signal.signal(s, self._previous.pop(s))
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's save, then a rename within the checkpoint's own folder.
 
@@ -65,6 +93,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = f"{path}.tmp"
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+            if not os.path.isfile(tmp):  # Lightning's save swallows a PermissionError (a write-protected folder)
+                raise PermissionError(errno.EACCES, "cannot write the checkpoint", tmp)
             os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the complete new one
         except BaseException:
             if os.path.exists(tmp):
@@ -211,10 +241,33 @@ class TrainStream(Callback):
         if self.loader is None or self.trainer is None:
             return {}
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed  # batches of this epoch trained
-        return self.loader.state(done, done >= self.trainer.num_training_batches)
+        state = self.loader.state(done, done >= self.trainer.num_training_batches)
+        train_log = getattr(self.trainer.lightning_module, "train_log", None)
+        if state.get("next") is not None and train_log is not None:  # mid-epoch: the epoch means so far
+            state["train_log"] = train_log.state_dict()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.pending = dict(state_dict) if state_dict else None
+        train_log = getattr(self.trainer.lightning_module, "train_log", None) if self.trainer is not None else None
+        if self.pending and self.pending.get("train_log") and train_log is not None:
+            train_log.load_state_dict(self.pending["train_log"])
+
+
+class RunStart(Callback):
+    """The moment a run may touch its folder: once every check has passed and the checkpoint is restored (the
+    start of training), a resumed run drops its killed writes (``*.tmp``) and the ``metrics.csv`` rows logged
+    after its checkpoint (from step ``first_row``), on rank zero. ``started`` tells a failed start from a run."""
+
+    def __init__(self, run_dir: Path, first_row: int | None = None) -> None:
+        self.run_dir, self.first_row = run_dir, first_row
+        self.started = False
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.first_row is not None and trainer.is_global_zero:
+            remove_tmp(self.run_dir)
+            trim_metrics(self.run_dir / "metrics.csv", self.first_row)
+        self.started = True
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -227,7 +280,7 @@ class LastCheckpoint(ModelCheckpoint):
     """
 
     def __init__(self, dirpath: str, every_n_minutes: float = 10.0, every_n_steps: int = 0,
-                 slurm_requeue: bool = False) -> None:
+                 slurm_requeue: bool = False, signals: StopSignals | None = None) -> None:
         super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False)
         self.every_seconds, self.every_n_steps = 60.0 * every_n_minutes, every_n_steps
         self.slurm_requeue = slurm_requeue
@@ -235,8 +288,7 @@ class LastCheckpoint(ModelCheckpoint):
         self.requeued: str | None = None
         self._since = time.monotonic()
         self._at_batch_start = False
-        self._signal: int | None = None
-        self._previous: dict[int, Any] = {}
+        self.signals = signals if signals is not None else StopSignals()
 
     @property
     def path(self) -> str:
@@ -260,24 +312,19 @@ class LastCheckpoint(ModelCheckpoint):
         if self._at_batch_start:  # Lightning adds one on a mid-epoch restore, for saves at a batch's end
             epoch_loop["_batches_that_stepped"] -= 1
 
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        if self._signal is not None and signum == signal.SIGINT:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
-        self._signal = signum
-
     def on_fit_start(self, trainer, pl_module) -> None:
         self._since = time.monotonic()
-        wanted = [signal.SIGINT] + ([signal.SIGUSR1] if self.slurm_requeue else [])
-        try:
-            for s in wanted:
-                self._previous[s] = signal.signal(s, self._on_signal)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = {}
+        self.signals.install([signal.SIGINT] + ([signal.SIGUSR1] if self.slurm_requeue else []))
 
     def teardown(self, trainer, pl_module, stage) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous = {}
+        self.signals.restore([signal.SIGINT])  # Ctrl-C after training (e.g. during test) stops at once
+
+    def stop(self, trainer) -> str:
+        """Mark training stopped by the recorded signal (asking SLURM to requeue on SIGUSR1); returns why."""
+        self.stop_reason = STOP_SIGNALS.get(self.signals.signal, "a stop request")
+        if self.signals.signal == signal.SIGUSR1 and trainer.is_global_zero:
+            self.requeued = requeue_slurm_job()
+        return self.stop_reason
 
     def _should_skip_saving_checkpoint(self, trainer) -> bool:
         return self.stop_reason is not None or super()._should_skip_saving_checkpoint(trainer)
@@ -285,19 +332,17 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.stop_reason is not None:
             return
-        asked = self._signal is not None
+        asked = self.signals.signal is not None
         due = (self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0) or (
             self.every_seconds > 0 and time.monotonic() - self._since >= self.every_seconds)
         if trainer.world_size > 1:  # every rank decides the same, or a collective save would hang
             asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
             due = trainer.strategy.reduce_boolean_decision(due, all=False)
-        if (asked or due) and not self._should_skip_saving_checkpoint(trainer):
+        if (asked or due) and not self._should_skip_saving_checkpoint(trainer) or (
+                asked and not os.path.isfile(self.path)):  # a stop before the first step saves that state too
             self.save(trainer, at_batch_start=True)
         if asked:  # stop before this batch: the state on disk is exactly where training stopped
-            self.stop_reason = STOP_SIGNALS.get(self._signal, "a stop request")
-            if self._signal == signal.SIGUSR1 and trainer.is_global_zero:
-                self.requeued = requeue_slurm_job()
-            raise StopTraining(self.stop_reason)
+            raise StopTraining(self.stop(trainer))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
@@ -340,11 +385,16 @@ def checkpoint_step(path: Path) -> int:
         return -1
 
 
+def state_files(run_dir: Path) -> list[Path]:
+    """The files a run keeps its state in, readable or not: ``checkpoints/last.ckpt`` and Lightning pre-emption
+    ``hpc_ckpt_<n>.ckpt``, newest first; ``*.tmp`` files are never candidates."""
+    files = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
 def newest_state(run_dir: Path) -> Path | None:
-    """The run's newest saved state by global step: ``checkpoints/last.ckpt`` or a Lightning pre-emption
-    ``hpc_ckpt_<n>.ckpt``; ``*.tmp`` files are never candidates."""
-    candidates = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
-    scored = [(checkpoint_step(p), p.stat().st_mtime, p) for p in candidates]
+    """The run's newest saved state by global step among its readable ``state_files``."""
+    scored = [(checkpoint_step(p), p.stat().st_mtime, p) for p in state_files(run_dir)]
     scored = [s for s in scored if s[0] >= 0]
     return max(scored, key=lambda s: (s[0], s[1]))[2] if scored else None
 

@@ -7,14 +7,18 @@ metrics trimming) is in ``runio``; this module decides which folder, which check
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import netrc
 import os
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +30,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from . import registry
 from .flags import parameters
 from .plan import Plan, UserError, signatures
-from .runio import (DISK_ERRORS, NEXT_LOG_STEP, AppendingCSVLogger, AtomicCheckpointIO, LastCheckpoint, claim_run_dir,
-                    find_claimed, newest_state, remove_tmp, trim_metrics)
+from .runio import (DISK_ERRORS, NEXT_LOG_STEP, AppendingCSVLogger, AtomicCheckpointIO, LastCheckpoint, StopSignals,
+                    claim_run_dir, checkpoint_step, find_claimed, newest_state, remove_tmp, state_files)
 
 # flags a resume may change: how long, where and on what it runs, and what it logs (not what it trains)
 RESUME_MAY_CHANGE = {
@@ -56,22 +60,29 @@ def claim_new_run_dir(root: str, name: str) -> Path:
 
 def find_resume(root: str, name: str, resume: str) -> Path:
     """The checkpoint ``--resume`` points at: a path, or ``last``: the newest state (by global step) of the
-    newest run, whether its ``last.ckpt`` or a pre-emption checkpoint (``*.tmp`` files never count)."""
+    newest run, whether its ``last.ckpt`` or a pre-emption checkpoint (``*.tmp`` files never count). A newest run
+    without a readable state stops with one line naming it and the newest valid state: never another run silently."""
     if resume != "last":
         path = Path(resume)
         if not path.is_file():
             raise UserError(f"--resume={resume}: no such checkpoint file; give a .ckpt path or --resume=last")
         return path
     runs = sorted(((int(m.group(1)), d) for d in (Path(root) / name).glob("version_*")
-                   if (m := re.fullmatch(r"version_(\d+)", d.name))), reverse=True)
-    for _, run in runs:
-        newest = newest_state(run)
-        if newest is not None:
-            return newest
-    raise UserError(
-        f"--resume=last: nothing to resume, no {Path(root) / name}/version_*/checkpoints/last.ckpt; "
-        f"start the run without --resume (or pass --default_root_dir/--run_name of the run to continue)"
-    )
+                   if (m := re.fullmatch(r"version_(\d+)", d.name)) and d.is_dir()), reverse=True)
+    if not runs:
+        raise UserError(
+            f"--resume=last: nothing to resume, no {Path(root) / name}/version_*/checkpoints/last.ckpt; "
+            f"start the run without --resume (or pass --default_root_dir/--run_name of the run to continue)")
+    newest = newest_state(runs[0][1])
+    broken = [f for f in state_files(runs[0][1]) if checkpoint_step(f) < 0]
+    if newest is not None and not (broken and broken[0].stat().st_mtime > newest.stat().st_mtime):
+        return newest
+    older = newest or next((state for _, run in runs[1:] if (state := newest_state(run)) is not None), None)
+    what = (f"{broken[0]} is not a readable checkpoint (truncated or corrupt)" if broken
+            else f"{runs[0][1]} holds no saved state (it stopped before its first checkpoint)")
+    fix = (f"to continue the newest valid state pass --resume={older}" if older
+           else "start the run without --resume")
+    raise UserError(f"--resume=last: the newest run's {what}; {fix}")
 
 
 def run_dir_of(ckpt_path: Path) -> Path | None:
@@ -122,7 +133,9 @@ def checkpoint_meta(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        why = (str(e).strip().splitlines() or ["the file is empty" if path.stat().st_size == 0 else "unreadable"])[0]
+        raise UserError(f"cannot read checkpoint {path}: {type(e).__name__}: {why[:200]}; it is truncated or not "
+                        f"a checkpoint: pass another one") from None
     if not isinstance(ckpt, dict) or CKPT_KEY not in ckpt:
         raise UserError(f"{path} is not an attention-lightning checkpoint (no {CKPT_KEY!r} entry)")
     return ckpt
@@ -182,13 +195,13 @@ def load_failure(cls: type, ckpt: Path, given: Mapping[str, Any], error: Excepti
 
 
 def callbacks_for(run_dir: Path, extra: list[Callback], every_n_minutes: float = 10.0, every_n_steps: int = 0,
-                  slurm_requeue: bool = False) -> list[Callback]:
+                  slurm_requeue: bool = False, signals: StopSignals | None = None) -> list[Callback]:
     """``best-*.ckpt`` (top ``val/acc``) and ``last.ckpt`` (the newest state, see ``LastCheckpoint``)."""
     best = ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"), filename="best-epoch{epoch}-step{step}", monitor="val/acc",
         mode="max", save_last=False, save_top_k=1, auto_insert_metric_name=False,
     )
-    last = LastCheckpoint(str(run_dir / "checkpoints"), every_n_minutes, every_n_steps, slurm_requeue)
+    last = LastCheckpoint(str(run_dir / "checkpoints"), every_n_minutes, every_n_steps, slurm_requeue, signals)
     return [*extra, best, last]  # checkpoint callbacks run last, in this order: last.ckpt records the best
 
 
@@ -213,7 +226,7 @@ class RunInfo(Callback):
                 initial["digits"] = used
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        checkpoint[CKPT_KEY] = dict(self.meta)
+        checkpoint[CKPT_KEY] = {**self.meta, "world_size": trainer.world_size}
 
 
 def check_resume_flags(meta: dict[str, Any], p: Plan, ckpt_path: Path) -> None:
@@ -243,35 +256,114 @@ def check_resume_flags(meta: dict[str, Any], p: Plan, ckpt_path: Path) -> None:
                         f"checkpoint's flags, or start a new run without --resume (e.g. with a new --run_name)")
 
 
-def open_run(p: Plan, root: str, name: str, rank_zero: bool = True) -> tuple[Path, Path | None]:
-    """The run folder and the checkpoint ``--resume`` continues (None for a new run). A resumed run keeps its
-    folder, cleaned (on rank zero) of what a killed run was writing and of the metrics rows after the checkpoint."""
-    ckpt_path = None
+@dataclass
+class Resume:
+    """The checkpoint ``--resume`` continues, checked against the plan; nothing is written when it is made."""
+    ckpt: Path
+    content: dict[str, Any]  # the checkpoint, loaded with weights_only
+    run_dir: Path | None  # its run folder (None: a checkpoint outside one, continued in a new folder)
+    first_row: int  # metrics.csv rows from this step on were logged after the checkpoint
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.content[CKPT_KEY]
+
+
+def resolve_resume(p: Plan, root: str, name: str) -> Resume | None:
+    """The checkpoint of ``--resume`` (None without it), refused with one line when this command may not continue
+    it: another model, other model/data/trainer flags, or a run folder it cannot write to. Reads only."""
+    if p.cli.get("resume") is None:
+        return None
+    path = find_resume(root, name, str(p.cli["resume"]))
+    content = checkpoint_meta(path)
+    meta = content[CKPT_KEY]
+    if meta["model"] != p.model_name:
+        raise UserError(f"--resume: {path} was written by model {meta['model']!r}, not {p.model_name!r}; "
+                        f"pass --model={meta['model']}")
+    check_resume_flags(meta, p, path)
+    run_dir = run_dir_of(path)
+    for folder in ([run_dir, run_dir / "checkpoints"] if run_dir is not None else []):
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            raise UserError(f"--resume: cannot write to the run folder {folder} (read-only or permission denied); "
+                            f"make it writable, or copy the run to a writable folder and pass --resume=PATH there")
+    logged = content.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    first = content.get(NEXT_LOG_STEP, logged.get("_batches_that_stepped", content.get("global_step", 0)))
+    return Resume(path, content, run_dir, int(first))
+
+
+def check_resume_weights(resume: Resume, p: Plan, model: pl.LightningModule) -> None:
+    """The checkpoint's weights fit ``model`` (checked before anything is written, not when Lightning restores)."""
+    state = resume.content.get("state_dict")
+    if not isinstance(state, dict):
+        raise UserError(f"--resume: {resume.ckpt} holds no model weights (no 'state_dict'); pass another checkpoint")
     try:
-        if p.cli.get("resume"):
-            ckpt_path = find_resume(root, name, str(p.cli["resume"]))
-            ckpt = checkpoint_meta(ckpt_path)
-            meta = ckpt[CKPT_KEY]
-            if meta["model"] != p.model_name:
-                raise UserError(f"--resume: {ckpt_path} was written by model {meta['model']!r}, not "
-                                f"{p.model_name!r}; pass --model={meta['model']}")
-            check_resume_flags(meta, p, ckpt_path)
-            run_dir = run_dir_of(ckpt_path) or claim_new_run_dir(root, name)
-            if rank_zero:
-                remove_tmp(run_dir)  # what a killed run was writing
-                logged = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
-                first = ckpt.get(NEXT_LOG_STEP, logged.get("_batches_that_stepped", ckpt.get("global_step", 0)))
-                trim_metrics(run_dir / "metrics.csv", int(first))
-        else:
-            run_dir = claim_new_run_dir(root, name)
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise UserError("--resume: " + load_failure(type(model), resume.ckpt, p.model_kwargs, e)) from None
+
+
+def check_resume_world(resume: Resume, p: Plan, trainer: pl.Trainer) -> None:
+    """A resume runs on as many processes as the checkpoint was trained on: each process's share of an epoch, the
+    batches per epoch and the position inside the epoch depend on it, so another number would skip or repeat
+    batches. ``--accelerator`` and, at the same number of processes, ``--strategy`` may change."""
+    old = resume.meta.get("world_size")
+    flags = (resume.meta.get("flags") or {}).get("trainer")
+    if old is None and flags is not None:  # saved before the world size was recorded: the flags that set it
+        sig = signatures(registry.get_model(p.model_name).cls, registry.get_datamodule(p.data_name).cls)["trainer"]
+        names = ("devices", "num_nodes", "strategy")
+        if all(flags.get(n, sig[n].default) == p.trainer_kwargs.get(n, sig[n].default) for n in names):
+            return
+        before = ", ".join(f"--{n}={flag_value(flags.get(n, sig[n].default))}" for n in names)
+    elif old is None or old == trainer.world_size:
+        return
+    else:
+        before = f"{old} process(es)"
+    raise UserError(f"--resume: {resume.ckpt} was trained with {before}, this run would use {trainer.world_size} "
+                    f"process(es) (--devices x --num_nodes); another number would skip or repeat batches: resume "
+                    f"with the checkpoint's --devices/--num_nodes/--strategy, or start a new run without --resume")
+
+
+def claim_run_folder(root: str, name: str) -> Path:
+    """``claim_new_run_dir``, with a folder that cannot be made as one line."""
+    try:
+        return claim_new_run_dir(root, name)
     except OSError as e:
         reason = DISK_ERRORS.get(e.errno, e.strerror)
         raise UserError(f"cannot create the run folder under {Path(root) / name}: {reason}; "
                         f"pass a writable --default_root_dir") from None
-    return run_dir, ckpt_path
 
 
-def make_trainer(p: Plan, run_dir: Path, extra_callbacks: list[Callback] | None = None) -> pl.Trainer:
+@contextlib.contextmanager
+def run_lock(run_dir: Path, take: bool = True):
+    """Hold an exclusive lock on the run folder (``flock`` on the folder itself: nothing is written, and the lock
+    goes with the process, also when it is killed) while this process trains in it; a second process that would
+    train in the same folder (two resumes of one run, a resume of a run still training) stops with one line."""
+    if not take:
+        yield
+        return
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise UserError(f"{run_dir} is in use by another process training in it (a run still going, or a "
+                            f"second --resume of it); wait for it to end, or start a new run without --resume") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_failed_start(run_dir: Path) -> None:
+    """A new run that failed before training leaves nothing: its version folder (and an emptied run name folder)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.parent.rmdir()  # only when empty
+
+
+def make_trainer(p: Plan, run_dir: Path, extra_callbacks: list[Callback] | None = None,
+                 signals: StopSignals | None = None) -> pl.Trainer:
     kwargs = dict(p.trainer_kwargs)
     kwargs.setdefault("default_root_dir", str(run_dir))
     info = RunInfo(p)
@@ -293,7 +385,7 @@ def make_trainer(p: Plan, run_dir: Path, extra_callbacks: list[Callback] | None 
         from .progress import EpochLines
         extra.append(EpochLines())  # a log file gets one line per epoch, not a bar's redraws
     callbacks = callbacks_for(run_dir, extra, p.cli.get("checkpoint_every_n_minutes", 10.0),
-                              p.cli.get("checkpoint_every_n_steps", 0), slurm_requeue=slurm)
+                              p.cli.get("checkpoint_every_n_steps", 0), slurm_requeue=slurm, signals=signals)
     try:
         return pl.Trainer(
             logger=make_logger(p.cli["logger"], run_dir, run_dir.parent.name),
@@ -301,7 +393,7 @@ def make_trainer(p: Plan, run_dir: Path, extra_callbacks: list[Callback] | None 
             plugins=plugins,
             **kwargs,
         )
-    except (ValueError, TypeError, MisconfigurationException, RuntimeError) as e:  # --devices=0, no GPU, ...
+    except (ValueError, TypeError, MisconfigurationException, RuntimeError, ImportError) as e:  # --devices=0, tpu
         raise UserError(f"invalid Trainer flags: {str(e).strip().splitlines()[0]}") from None
 
 
@@ -314,8 +406,11 @@ def run_faults(run_dir: Path):
         if e.errno not in DISK_ERRORS:
             raise
         remove_tmp(run_dir)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        then = (f"then continue it with --resume={last}" if last.is_file() and checkpoint_step(last) >= 0
+                else "then start the run again (it saved no last.ckpt to continue from)")
         raise UserError(f"cannot write to {run_dir}: {DISK_ERRORS[e.errno]}; free space or pass a writable "
-                        f"--default_root_dir (a run that saved a checkpoint continues with --resume=last)") from None
+                        f"--default_root_dir, {then}") from None
     except BaseException:
         remove_tmp(run_dir)
         raise

@@ -185,10 +185,17 @@ class ClutteredMNIST(BaseDataModule):
     ) -> None:
         super().__init__(**loader)
         default_canvas, default_scale, default_clutter = VARIANTS[variant]
+        if canvas_size is not None and canvas_size < 1:
+            raise ValueError(f"--canvas_size={canvas_size} must be a side of at least 1 pixel; leave it out for the "
+                             f"{variant} variant's {default_canvas}")
         self.canvas = int(canvas_size or default_canvas)
         self.scale_range = tuple(float(s) for s in (scale_range or default_scale))
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"--scale_range={list(self.scale_range)} must be [low, high] with 0 < low <= high")
+        if round(28 * self.scale_range[1]) > self.canvas:  # what CanvasDigits would find at setup
+            raise ValueError(f"a digit scaled by {self.scale_range[1]} is {round(28 * self.scale_range[1])}px, larger "
+                             f"than the {self.canvas}px canvas; use a --canvas_size >= "
+                             f"{round(28 * self.scale_range[1])} or a smaller --scale_range")
         self.clutter = default_clutter if clutter is None else int(clutter)
         if snr is not None and snr <= 0:
             raise ValueError(f"--snr={snr} must be positive (noise std = 1/snr of the digit's peak intensity)")

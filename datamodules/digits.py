@@ -124,7 +124,9 @@ def load_digits(data_dir: str = "data", source: str = "auto", timeout: float = 1
         if failure is None:
             digits = _mnist(data_dir, download=False, timeout=timeout)
         elif source == "mnist":
-            raise RuntimeError(
+            from .base import DatasetError  # a ValueError: the CLI prints it as one line
+
+            raise DatasetError(
                 f"--digits=mnist but MNIST is not under {Path(data_dir) / 'MNIST' / 'raw'} and could not be "
                 f"downloaded ({failure}); copy the four *-ubyte files there, or use --digits=embedded"
             )

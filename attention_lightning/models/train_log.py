@@ -109,6 +109,20 @@ class TrainLog:
         self.sums = None
         self.weights = [0.0] * len(self.weights)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The epoch sums so far (a checkpoint taken mid-epoch keeps them; loadable with ``weights_only``)."""
+        keys = [[k.name, k.prog_bar, k.logger, k.on_step, k.on_epoch] for k in self.columns]
+        sums = self.sums.detach().cpu() if self.sums is not None else None
+        return {"keys": keys, "sums": sums, "weights": list(self.weights)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the epoch sums of ``state_dict``: the epoch means after a resume count the batches before it."""
+        self.columns = {Key(*k): i for i, k in enumerate(state["keys"])}
+        self.sums = state["sums"].clone() if state["sums"] is not None else None
+        self.weights = [float(w) for w in state["weights"]]
+        self.pending.clear()
+        self._index = {}
+
     def _grown(self, device: torch.device) -> Tensor:
         sums = torch.zeros(len(self.columns), device=device)
         if self.sums is not None:

@@ -139,7 +139,7 @@ def test_auto_falls_back_to_embedded_loudly_and_mnist_mode_fails_clearly(tmp_pat
     assert d.source == "embedded"
     err = capsys.readouterr().err
     assert "EMBEDDED" in err and "5000 digits" in err
-    with pytest.raises(RuntimeError, match="--digits=embedded"):
+    with pytest.raises(ValueError, match="--digits=embedded"):  # a DatasetError: one line from the CLI
         load_digits(str(tmp_path), source="mnist")
 
 
