@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import Callback
 from . import registry
 from .plan import (CLI_FLAGS, COMMAND_FLAGS, DEFAULTS, LOGGERS, Plan, UserError, build_datamodule, build_model,
                    help_text, load_config, merge_flags, plan, signatures, user_errors)
+from .runconfig import RunConfig
 from .runio import LastCheckpoint, StopTraining, TrainStream
 from .runs import CKPT_KEY, checkpoint_meta, load_model, make_trainer, open_run, resume_command, run_faults
 
@@ -100,7 +101,7 @@ def fit(flags: Mapping[str, Any], extra_callbacks: list[Callback] | None = None,
         if p.cli.get("compile"):
             model.compile_step()
         stream = TrainStream(dm, p.cli["seed"])
-        trainer = make_trainer(p, run_dir, [stream, *(extra_callbacks or [])])
+        trainer = make_trainer(p, run_dir, [stream, RunConfig(p, flags, run_dir), *(extra_callbacks or [])])
     except BaseException:
         if not ckpt_path and rank_zero and {q.name for q in run_dir.iterdir()} <= {".claim"}:
             shutil.rmtree(run_dir, ignore_errors=True)  # a run that could not start leaves no empty folder
