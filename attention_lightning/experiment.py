@@ -141,10 +141,18 @@ def fit(flags: Mapping[str, Any], extra_callbacks: list[Callback] | None = None,
 
 def checkpoint_plan(command: str, flags: dict[str, Any]) -> tuple[Path, Plan]:
     """``--ckpt`` (popped from ``flags``) and the plan to rebuild its run for ``test``/``visualize``: the
-    checkpoint's model, data and data flags, overridden by the flags given."""
+    checkpoint's model, data and data flags, overridden by the flags given. With ``--pretrained``, the export
+    folder and the plan for the data it records (``pretrained.pretrained_plan``)."""
+    if flags.get("pretrained") is not None:  # an export folder or Hub repo id (see pretrained.py)
+        if flags.get("ckpt"):
+            raise UserError(f"{command} takes --ckpt=PATH or --pretrained=DIR, not both")
+        from .pretrained import pretrained_plan
+        folder, p = pretrained_plan(command, flags)
+        pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
+        return folder, p
     ckpt = flags.pop("ckpt", None)
     if not ckpt:
-        raise UserError(f"{command} needs --ckpt=PATH (e.g. runs/dham-cluttered_mnist/version_0/checkpoints/last.ckpt)")
+        raise UserError(f"{command} needs --ckpt=PATH or --pretrained=DIR (e.g. runs/dham-cluttered_mnist/version_0/checkpoints/last.ckpt)")
     path = Path(str(ckpt))
     if not path.is_file():
         raise UserError(f"--ckpt={ckpt}: no such file")
@@ -158,12 +166,20 @@ def checkpoint_plan(command: str, flags: dict[str, Any]) -> tuple[Path, Plan]:
     return path, p
 
 
+def load_trained(p: Plan, source: Path) -> pl.LightningModule:
+    """The model of a checkpoint file, or of an export folder (``--pretrained``), with ``p``'s model flags."""
+    if source.is_dir():
+        from .pretrained import from_pretrained
+        return from_pretrained(source, **p.model_kwargs)
+    return load_model(p, source)
+
+
 def test(flags: Mapping[str, Any]) -> dict[str, Any]:
     """Evaluate ``--ckpt`` on its datamodule's test split (datamodule and model flags may be overridden)."""
     quiet_third_party()
     ckpt, p = checkpoint_plan("test", dict(flags))
     dm = build_datamodule(p)
-    model = load_model(p, ckpt)
+    model = load_trained(p, ckpt)
     kwargs = {k: v for k, v in p.trainer_kwargs.items() if k not in ("max_epochs", "default_root_dir")}
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **kwargs)
     with user_errors():
@@ -191,7 +207,7 @@ def visualize(flags: Mapping[str, Any]) -> dict[str, Any]:
     except ValueError as e:
         raise UserError(str(e)) from None
     dm = build_datamodule(p)
-    model = load_model(p, ckpt)
+    model = load_trained(p, ckpt)
     with user_errors():
         dm.setup("validate" if split == "val" else "test")
         batch = first_items(dm.val_dataloader() if split == "val" else dm.test_dataloader(), num_images)
