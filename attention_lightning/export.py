@@ -67,16 +67,14 @@ def is_export(folder: Path) -> bool:
 
 
 def model_arguments(model: pl.LightningModule) -> dict[str, Any]:
-    """Every constructor argument of ``model`` at the value it was built with, as JSON values. An argument that
-    names a file the weights came from (PHAM's ``--init_from``) gets its default: the weights are in the folder."""
+    """Every constructor argument of ``model`` at the value it was built with, as JSON values (a file an argument
+    names, such as PHAM's ``--init_from``, is kept as a record: the model reads it only when training starts)."""
     out: dict[str, Any] = {}
     hp = dict(model.hparams)
     for name, param in parameters(type(model)).items():
         value = hp.get(name, param.default)
         if value is param.empty:
             raise UserError(f"cannot export model {model.registry_name!r}: its argument {name} was not saved")
-        if isinstance(value, str) and value and param.default is None and Path(value).is_file():
-            value = None
         if plain(value) is None and value is not None:
             raise UserError(f"cannot export model {model.registry_name!r}: argument {name}={value!r} is not a "
                             f"JSON value")

@@ -193,3 +193,28 @@ def test_cli_export_of_a_run_then_test_and_visualize_pretrained(tmp_path, monkey
     assert Path(drawn["out"]).stat().st_size > 0 and drawn["images"] == 2
     with pytest.raises(experiment.UserError, match="not both"):
         experiment.test({"pretrained": "exp", "ckpt": summary["best_checkpoint"]})
+
+
+def test_pham_final_stage_is_exported_and_loads(tmp_path):
+    """A checkpoint of an earlier stage of ``--phase=all`` resolves to the final stage's; phase 3 loads."""
+    from attention_lightning.export import resolve_checkpoint
+    from attention_lightning.runs import CKPT_KEY
+
+    for k in (1, 2, 3):
+        folder = tmp_path / f"runs/pham-cluttered_mnist-phase{k}/version_0/checkpoints"
+        folder.mkdir(parents=True)
+        meta = {"model": "pham", "data": "cluttered_mnist", "data_kwargs": {}, "flags": {"model": {"phase": k}}}
+        torch.save({CKPT_KEY: meta}, folder / ("last.ckpt" if k < 3 else "best-epoch0-step4.ckpt"))
+    first = tmp_path / "runs/pham-cluttered_mnist-phase1/version_0/checkpoints/last.ckpt"
+    path, note = resolve_checkpoint(str(first))
+    assert path == tmp_path / "runs/pham-cluttered_mnist-phase3/version_0/checkpoints/best-epoch0-step4.ckpt"
+    assert "final stage (phase3)" in note
+    assert resolve_checkpoint(str(path)) == (path, None)
+    shutil.rmtree(tmp_path / "runs/pham-cluttered_mnist-phase3")
+    with pytest.raises(experiment.UserError, match="final stage .* has no checkpoint"):
+        resolve_checkpoint(str(first))
+    small = {"steps": 3, "eig_samples": 2, "feature_size": 16, "hidden_size": 16, "latent_size": 8,
+             "glimpse_channels": [8, 8, 8], "flow_hidden": [16], "flow_transforms": 2, "decoder_layers": 2}
+    p, dm, model, batch = built("pham", phase=3, init_from=str(first), **small)  # read only when training starts
+    loaded = from_pretrained(export_model(model, tmp_path / "pham3", p.data_name, dm, batch))
+    assert loaded.hparams.phase == 3 and torch.equal(outputs(loaded, batch)[0], outputs(model, batch)[0])
