@@ -39,8 +39,9 @@ PAPERS = {  # registry name -> (citation, link)
              "https://arxiv.org/abs/2111.07534"),
     "han": ('Malinowski, Doersch, Santoro, Battaglia, "Learning Visual Question Answering by Bootstrapping Hard '
             'Attention", ECCV 2018', "https://arxiv.org/abs/1808.00300"),
-    "dham": ("the differentiable hard attention module (no paper; its authors' repository reports figures only)", None),
-    "cnn": ("a full-image CNN baseline of this suite (no paper)", None),
+    "dham": ("none (the differentiable hard attention module's authors' repository reports figures, not numbers)",
+             None),
+    "cnn": ("none (the full-image CNN baseline of this suite)", None),
 }
 
 
@@ -105,8 +106,9 @@ def data_record(data_name: str, dm: pl.LightningDataModule) -> dict[str, Any]:
     tokenizer = getattr(dm, "tokenizer", None)
     if tokenizer is not None:
         record["vocabulary"] = list(tokenizer.itos)
-        record["question"] = ("lower-case words split on spaces, each its index in vocabulary (0 <pad>, 1 <unk>), "
-                              "padded with 0; the model takes (image, question ids, length)")
+        record["question"] = ("words split on whitespace, each its index in vocabulary (0 <pad>, 1 <unk>), padded "
+                              "with 0; the model reads an attention_lightning.batches.VQABatch (image, question ids, "
+                              "lengths, ...)")
     return record
 
 
