@@ -43,7 +43,8 @@ def locate(path_or_repo_id: str | Path, revision: str | None = None) -> Path:
     try:
         return Path(snapshot_download(repo_id=str(path_or_repo_id), revision=revision))
     except Exception as e:  # offline, unknown repo, no access: each library error type means "not fetched"
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        text = " ".join(str(e).split())
+        reason = text.split(". ")[0][:240] if text else type(e).__name__
         raise PretrainedError(f"cannot fetch {path_or_repo_id} from the Hugging Face Hub ({type(e).__name__}: "
                               f"{reason}); check the repo id and the network, or pass a local export folder") from None
 
