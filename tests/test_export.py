@@ -218,3 +218,15 @@ def test_pham_final_stage_is_exported_and_loads(tmp_path):
     p, dm, model, batch = built("pham", phase=3, init_from=str(first), **small)  # read only when training starts
     loaded = from_pretrained(export_model(model, tmp_path / "pham3", p.data_name, dm, batch))
     assert loaded.hparams.phase == 3 and torch.equal(outputs(loaded, batch)[0], outputs(model, batch)[0])
+
+
+def test_export_is_a_command_with_its_own_flags_and_help():
+    text = experiment.help_text("export", {})
+    assert "usage: python cli.py export" in text
+    for flag in ("--ckpt", "--out", "--overwrite", "--num_images", "--split"):
+        assert f"\n  {flag} " in text
+    assert "model.safetensors, config.json, README.md, attention.png" in text
+    with pytest.raises(experiment.UserError, match="--resume is a flag of `fit`, not of `export`"):
+        experiment.plan({"resume": "last"}, command="export")
+    with pytest.raises(experiment.UserError, match="export needs --out=DIR"):
+        export({"ckpt": "x.ckpt"})
