@@ -152,7 +152,8 @@ def checkpoint_plan(command: str, flags: dict[str, Any]) -> tuple[Path, Plan]:
         return folder, p
     ckpt = flags.pop("ckpt", None)
     if not ckpt:
-        raise UserError(f"{command} needs --ckpt=PATH or --pretrained=DIR (e.g. runs/dham-cluttered_mnist/version_0/checkpoints/last.ckpt)")
+        raise UserError(f"{command} needs --ckpt=PATH (e.g. runs/dham-cluttered_mnist/version_0/checkpoints/last.ckpt) "
+                        f"or --pretrained=DIR (an export)")
     path = Path(str(ckpt))
     if not path.is_file():
         raise UserError(f"--ckpt={ckpt}: no such file")

@@ -297,7 +297,8 @@ def model_card(config: Mapping[str, Any], run: Mapping[str, Any], with_picture: 
     if metrics:
         lines += [f"Test metrics as the run recorded them (`{run.get('metrics_file', 'metrics.csv')}`; the run tests "
                   "its best validation checkpoint), one seed, so no error bar:", "",
-                  "| metric | value |", "| --- | --- |", *(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())), ""]
+                  "| metric | value |", "| --- | --- |",
+                  *(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())), ""]
     else:
         lines += ["The run recorded no test metrics (no `metrics.csv` with a test row beside the checkpoint); "
                   "measure them with `python cli.py test --pretrained=<this folder>`.", ""]
@@ -306,8 +307,8 @@ def model_card(config: Mapping[str, Any], run: Mapping[str, Any], with_picture: 
         lines += ["Budget: " + ", ".join(f"{k} {v}" for k, v in budget.items()) + "."]
     if run.get("seed") is not None:
         lines += [f"Seed: {run['seed']}."]
-    lines += ["", "## How it was made", "", "```bash", run.get("command", "(unknown: no config.yaml in the run folder)"),
-              "```", ""]
+    lines += ["", "## How it was made", "", "```bash",
+              run.get("command", "(unknown: no config.yaml in the run folder)"), "```", ""]
     if run.get("export_command"):
         lines += ["Exported with", "", "```bash", run["export_command"], "```", ""]
     if with_picture:
