@@ -4,6 +4,7 @@
     python cli.py fit [--model=dham] [--data=cluttered_mnist] [--config=configs/X.yaml] [--any_flag=value ...]
     python cli.py test --ckpt=runs/.../checkpoints/last.ckpt
     python cli.py visualize --ckpt=runs/.../checkpoints/last.ckpt --out=attention.png  (or .gif: a frame per step)
+    python cli.py export --ckpt=runs/.../checkpoints/best-....ckpt --out=exports/NAME  (safetensors + card)
 
 Every other flag is routed by name to the model, the datamodule or ``pl.Trainer`` (prefix with
 ``model.``, ``data.`` or ``trainer.`` when two take the same name). See README.md.
@@ -54,7 +55,7 @@ def fit(**flags: Any) -> None:
 
 
 def test(**flags: Any) -> None:
-    """Test a checkpoint: --ckpt=PATH [datamodule or trainer flags]."""
+    """Test a checkpoint or an export: --ckpt=PATH or --pretrained=DIR [datamodule or trainer flags]."""
     try:
         _print_summary(experiment.test(flags))
     except UserError as e:
@@ -62,7 +63,8 @@ def test(**flags: Any) -> None:
 
 
 def visualize(**flags: Any) -> None:
-    """Draw a checkpoint's attention: --ckpt=PATH --out=FILE.png|FILE.gif [--num_images=8] [--split=val|test]."""
+    """Draw a checkpoint's (or with --pretrained=DIR an export's) attention: --ckpt=PATH --out=FILE.png|FILE.gif
+    [--num_images=8] [--split=val|test]."""
     try:
         s = experiment.visualize(flags)
     except UserError as e:
@@ -71,7 +73,19 @@ def visualize(**flags: Any) -> None:
     print(f"wrote {s['out']} ({s['model']}: {s['images']} images, {s['steps']} step(s){acc})")
 
 
-COMMANDS = {"list": list_, "fit": fit, "test": test, "visualize": visualize}
+def export(**flags: Any) -> None:
+    """Export a checkpoint as a folder that loads without its run: --ckpt=PATH --out=DIR [--overwrite=true]."""
+    from attention_lightning import export as exporting
+
+    try:
+        s = exporting.export(flags)
+    except UserError as e:
+        _fail(str(e))
+    note = f"; {s['note']}" if s["note"] else ""
+    print(f"wrote {s['out']} ({s['model']} from {s['checkpoint']}{note}: {', '.join(s['files'])})")
+
+
+COMMANDS = {"list": list_, "fit": fit, "test": test, "visualize": visualize, "export": export}
 
 
 def unconsumed(args: list[str]) -> str | None:
@@ -97,7 +111,7 @@ def main() -> None:
     if args and args[0] in COMMANDS and (stray := unconsumed(args)) is not None:
         hint = f"; did you mean --{stray}?" if "=" in stray and not stray.startswith("-") else ""
         _fail(f"`{stray}` is not a flag of `{args[0]}`: write flags as --name=value{hint}")
-    if args and args[0] in ("fit", "test", "visualize") and ("--help" in args or "-h" in args):
+    if args and args[0] in ("fit", "test", "visualize", "export") and ("--help" in args or "-h" in args):
         given = dict(a[2:].split("=", 1) for a in args[1:] if a.startswith("--") and "=" in a)
         try:
             print(experiment.help_text(args[0], {k: v for k, v in given.items() if k in ("model", "data", "config")}))

@@ -22,6 +22,7 @@ from pytorch_lightning.callbacks import Callback
 from . import registry
 from .plan import (CLI_FLAGS, COMMAND_FLAGS, DEFAULTS, LOGGERS, Plan, UserError, build_datamodule, build_model,
                    help_text, load_config, merge_flags, plan, signatures, user_errors)
+from .runconfig import RunConfig
 from .runio import DISK_ERRORS, LastCheckpoint, RunStart, StopSignals, StopTraining, TrainStream
 from .runs import (CKPT_KEY, Resume, check_resume_weights, check_resume_world, checkpoint_meta, claim_run_folder, load_model,
                    make_trainer, remove_failed_start, resolve_resume, resume_command, run_faults, run_lock)
@@ -131,7 +132,8 @@ def _train(flags: Mapping[str, Any], p: Plan, dm: pl.LightningDataModule, model:
            run_test: bool) -> dict[str, Any]:
     """Train in the claimed (or resumed) ``run_dir``, then test; see ``fit``."""
     try:
-        trainer = make_trainer(p, run_dir, [start, stream, *(extra_callbacks or [])], signals)
+        trainer = make_trainer(p, run_dir, [start, stream, RunConfig(p, flags, run_dir), *(extra_callbacks or [])],
+                               signals)
         if resume is not None:
             check_resume_world(resume, p, trainer)
         last_cb = next(c for c in trainer.callbacks if isinstance(c, LastCheckpoint))
@@ -191,10 +193,19 @@ def _train(flags: Mapping[str, Any], p: Plan, dm: pl.LightningDataModule, model:
 
 def checkpoint_plan(command: str, flags: dict[str, Any]) -> tuple[Path, Plan]:
     """``--ckpt`` (popped from ``flags``) and the plan to rebuild its run for ``test``/``visualize``: the
-    checkpoint's model, data and data flags, overridden by the flags given."""
+    checkpoint's model, data and data flags, overridden by the flags given. With ``--pretrained``, the export
+    folder and the plan for the data it records (``pretrained.pretrained_plan``)."""
+    if flags.get("pretrained") is not None:  # an export folder or Hub repo id (see pretrained.py)
+        if flags.get("ckpt"):
+            raise UserError(f"{command} takes --ckpt=PATH or --pretrained=DIR, not both")
+        from .pretrained import pretrained_plan
+        folder, p = pretrained_plan(command, flags)
+        pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
+        return folder, p
     ckpt = flags.pop("ckpt", None)
     if not ckpt:
-        raise UserError(f"{command} needs --ckpt=PATH (e.g. runs/dham-cluttered_mnist/version_0/checkpoints/last.ckpt)")
+        raise UserError(f"{command} needs --ckpt=PATH (e.g. runs/dham-cluttered_mnist/version_0/checkpoints/last.ckpt) "
+                        f"or --pretrained=DIR (an export)")
     path = Path(str(ckpt))
     if not path.is_file():
         raise UserError(f"--ckpt={ckpt}: no such file")
@@ -208,12 +219,20 @@ def checkpoint_plan(command: str, flags: dict[str, Any]) -> tuple[Path, Plan]:
     return path, p
 
 
+def load_trained(p: Plan, source: Path) -> pl.LightningModule:
+    """The model of a checkpoint file, or of an export folder (``--pretrained``), with ``p``'s model flags."""
+    if source.is_dir():
+        from .pretrained import from_pretrained
+        return from_pretrained(source, **p.model_kwargs)
+    return load_model(p, source)
+
+
 def test(flags: Mapping[str, Any]) -> dict[str, Any]:
     """Evaluate ``--ckpt`` on its datamodule's test split (datamodule and model flags may be overridden)."""
     quiet_third_party()
     ckpt, p = checkpoint_plan("test", dict(flags))
     dm = build_datamodule(p)
-    model = load_model(p, ckpt)
+    model = load_trained(p, ckpt)
     kwargs = {k: v for k, v in p.trainer_kwargs.items() if k not in ("max_epochs", "default_root_dir")}
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, **kwargs)
     with user_errors():
@@ -250,7 +269,7 @@ def visualize(flags: Mapping[str, Any]) -> dict[str, Any]:
         raise UserError(f"--out={out}: cannot write into {folder} (read-only or permission denied); "
                         f"pass an --out in a writable folder")
     dm = build_datamodule(p)
-    model = load_model(p, ckpt)
+    model = load_trained(p, ckpt)
     with user_errors():
         dm.setup("validate" if split == "val" else "test")
         batch = first_items(dm.val_dataloader() if split == "val" else dm.test_dataloader(), num_images)

@@ -27,6 +27,14 @@ CLI_MEANINGS = {  # the CLI's own flags (see plan.COMMAND_FLAGS)
     "out": ("str", None, "picture to write: .png, .jpg, .pdf, .svg, or .gif (one frame per step)"),
     "num_images": ("int", 8, "images to draw"),
     "split": ("str", "val", "val | test"),
+    "pretrained": ("str", None, "an export folder (python cli.py export) or Hub repo id to load instead of --ckpt"),
+    "overwrite": ("bool", False, "replace a non-empty --out that holds no previous export"),
+}
+COMMAND_MEANINGS = {  # where a flag means something else for one command
+    ("export", "ckpt"): ("str", None, "the checkpoint to export, or a run folder (its best, else last, checkpoint)"),
+    ("export", "out"): ("str", None, "the folder to write: model.safetensors, config.json, README.md, attention.png"),
+    ("export", "num_images"): ("int", 8, "images in the card's attention picture"),
+    ("export", "split"): ("str", "test", "val | test: the split the attention picture is drawn from"),
 }
 
 
@@ -78,7 +86,7 @@ def render(command: str, own: list[str], groups: Mapping[str, tuple], preset: st
     lines.append("a flag two groups take is written --model.NAME, --data.NAME or --trainer.NAME")
     lines += ["", "cli:"]
     for name in own:
-        kind, default, meaning = CLI_MEANINGS.get(name, ("any", None, ""))
+        kind, default, meaning = COMMAND_MEANINGS.get((command, name)) or CLI_MEANINGS.get(name, ("any", None, ""))
         lines.append(_row(name, kind, default, meaning))
     for title, (cls, params) in groups.items():
         meanings = argument_lines(cls)

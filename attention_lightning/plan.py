@@ -23,12 +23,14 @@ LOGGERS = ("csv", "tensorboard", "wandb", "none")
 COMMAND_FLAGS = {  # the CLI's own flags, per command (the rest are routed to model, data and Trainer)
     "fit": ("model", "data", "config", "seed", "resume", "logger", "run_name", "viz_every_n_steps", "viz_images",
             "checkpoint_every_n_minutes", "checkpoint_every_n_steps", "compile"),
-    "test": ("model", "data", "config", "seed", "ckpt", "logger"),
-    "visualize": ("model", "data", "config", "seed", "ckpt", "out", "num_images", "split", "logger"),
+    "test": ("model", "data", "config", "seed", "ckpt", "pretrained", "logger"),
+    "visualize": ("model", "data", "config", "seed", "ckpt", "pretrained", "out", "num_images", "split", "logger"),
+    "export": ("model", "data", "config", "seed", "ckpt", "out", "overwrite", "num_images", "split", "logger"),
 }
 CLI_FLAGS = tuple(dict.fromkeys(f for flags in COMMAND_FLAGS.values() for f in flags))
 HINTS = {("fit", "ckpt"): "; to continue a run use --resume=last or --resume=PATH",
-         ("test", "resume"): "; test takes --ckpt=PATH", ("visualize", "resume"): "; visualize takes --ckpt=PATH"}
+         ("test", "resume"): "; test takes --ckpt=PATH", ("visualize", "resume"): "; visualize takes --ckpt=PATH",
+         ("export", "resume"): "; export takes --ckpt=PATH"}
 TRAINER_MANAGED = ("logger", "callbacks", "enable_checkpointing", "plugins")  # built by runs.make_trainer, not by flag
 DEFAULTS: dict[str, Any] = {"model": "dham", "data": "cluttered_mnist", "seed": 0, "logger": "csv",
                             "max_epochs": 3, "default_root_dir": "runs"}

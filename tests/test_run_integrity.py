@@ -169,9 +169,9 @@ def test_resume_with_other_model_flags_is_refused_and_hparams_yaml_kept(tmp_path
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["fit", "--ckpt=/missing.ckpt"], "--ckpt is a flag of `test`/`visualize`, not of `fit`; to continue a run use "
-                                      "--resume=last"),
-    (["fit", "--out=a.png"], "--out is a flag of `visualize`, not of `fit`"),
+    (["fit", "--ckpt=/missing.ckpt"], "--ckpt is a flag of `test`/`visualize`/`export`, not of `fit`; to continue a "
+                                      "run use --resume=last"),
+    (["fit", "--out=a.png"], "--out is a flag of `visualize`/`export`, not of `fit`"),
     (["fit", "--model=ram", "--", "--help"], "`--` is not a flag of `fit`"),
 ])
 def test_each_command_accepts_only_its_own_flags(args, expected, tmp_path):
