@@ -1,7 +1,7 @@
 """RAM's training step as ``cli.py fit`` runs it, against a plain PyTorch loop that does what the most used RAM
 port does per step, and against a plain loop over our own model.
 
-Three variants of the MNIST RAM (6 glimpses of 8x8, depth 1, 256-unit ReLU core, a 128-unit locator, Adam),
+Four variants of the MNIST RAM (6 glimpses of 8x8, depth 1, 256-unit ReLU core, a 128-unit locator, Adam),
 run interleaved in one process, each ``--rounds`` times:
 
 - ``port``: a plain loop written here that does per step what the most used PyTorch port of RAM does: its
@@ -13,9 +13,12 @@ run interleaved in one process, each ``--rounds`` times:
   0.01 REINFORCE, ``zero_grad``, backward, Adam; the batch's loss and accuracy read back with ``.item()`` (the
   port's running averages). No progress bar.
 - ``plain``: a bare loop over our model and the preset's DataLoader: ``loss_terms``, sum, backward, Adam.
+- ``trainer``: a bare ``Trainer.fit`` of the same model and data (no logger, callbacks, progress bar,
+  checkpoints or validation): Lightning's own share of ``cli``.
 - ``cli``: ``experiment.fit`` itself (what ``cli.py fit --config=configs/ram_mnist.yaml`` calls) with the
-  preset's flags and a timing callback: CSV logger, progress output, checkpoints, validation and test of one
-  batch, attention pictures (at validation only, outside the timed steps).
+  preset's flags and a timing callback: CSV logger, the progress bar of a terminal (drawn into /dev/null that
+  reports itself a terminal), checkpoints, validation and test of one batch, attention pictures (at validation
+  only, outside the timed steps).
 
 Data: ``port`` reads the embedded real MNIST subset (``datamodules.digits.load_embedded``, 28x28); ``plain`` and
 ``cli`` read the preset's own data (``cluttered_mnist`` translated on a 28x28 canvas, rendered per batch from the
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import math
 import os
@@ -120,7 +124,25 @@ class PortRAM(nn.Module):
         return h, nxt, b, log_pi, out
 
 
+@contextlib.contextmanager
+def without_lightning_env() -> Any:
+    """The environment of a script that never imports Lightning: importing it sets
+    ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, after which every ``torch.cuda.is_available()`` (one per optimizer step,
+    in torch's own check) loads the NVML library, ~40 us here; the port's own process does not pay that."""
+    before = os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    try:
+        yield
+    finally:
+        if before is not None:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = before
+
+
 def run_port(batch_size: int, steps: int, epochs: int, glimpses: int = 6) -> dict[str, Any]:
+    with without_lightning_env():
+        return port_loop(batch_size, steps, epochs, glimpses)
+
+
+def port_loop(batch_size: int, steps: int, epochs: int, glimpses: int) -> dict[str, Any]:
     torch.manual_seed(0)
     digits = load_embedded()
     images, labels = digits.train_images.numpy(), digits.train_labels.numpy()  # (N, 28, 28) uint8, (N,)
@@ -199,18 +221,45 @@ def run_plain(batch_size: int, steps: int, epochs: int) -> dict[str, Any]:
     return {"times": times, "run_s": [b - a for a, b in zip(t0, clocks())]}
 
 
+class Terminal(io.TextIOWrapper):
+    """/dev/null that says it is a terminal: ``cli.py fit`` then draws its progress bar, as for a user at one."""
+
+    def __init__(self) -> None:
+        super().__init__(open(os.devnull, "wb"), write_through=True)
+
+    def isatty(self) -> bool:
+        return True
+
+
 def run_cli(batch_size: int, steps: int, epochs: int) -> dict[str, Any]:
     """``experiment.fit`` (the function behind ``cli.py fit``) on the preset, timed by a callback."""
     timer = Intervals()
     with tempfile.TemporaryDirectory() as root:
         flags = {**preset_flags(batch_size, steps, epochs), "default_root_dir": root}
         t0 = clocks()
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        with Terminal() as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             experiment.fit(flags, extra_callbacks=[timer])
         return {"times": timer.times, "run_s": [b - a for a, b in zip(t0, clocks())]}
 
 
-RUNNERS = {"port": run_port, "plain": run_plain, "cli": run_cli}
+def run_trainer(batch_size: int, steps: int, epochs: int) -> dict[str, Any]:
+    """A bare ``Trainer.fit`` of the same model and data: no logger, callbacks, progress bar, checkpoints or
+    validation (Lightning's own cost per step, the floor under ``cli``)."""
+    flags = preset_flags(batch_size, steps, epochs)
+    p = experiment.plan({**flags, "logger": "none"})
+    pl.seed_everything(0, verbose=False)
+    dm = experiment.build_datamodule(p)
+    model = experiment.build_model(p, dm)
+    timer = Intervals()
+    trainer = pl.Trainer(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[timer], accelerator="cpu")
+    t0 = clocks()
+    trainer.fit(model, datamodule=dm)
+    return {"times": timer.times, "run_s": [b - a for a, b in zip(t0, clocks())]}
+
+
+RUNNERS = {"port": run_port, "plain": run_plain, "trainer": run_trainer, "cli": run_cli}
 
 
 def main() -> None:
@@ -220,7 +269,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=5, help="steps of each epoch left out of the median")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all variants; medians reported")
-    ap.add_argument("--variants", default="port,plain,cli")
+    ap.add_argument("--variants", default="port,plain,trainer,cli")
     ap.add_argument("--json", default="benchmarks/results/ram_port_loop.json")
     args = ap.parse_args()
     variants = args.variants.split(",")
