@@ -273,6 +273,7 @@ def main() -> None:
     ap.add_argument("--json", default="benchmarks/results/ram_port_loop.json")
     args = ap.parse_args()
     variants = args.variants.split(",")
+    experiment.cheap_cuda_probe()  # as experiment.fit does, so every variant of ours runs alike from the first round
     print(f"torch threads: {torch.get_num_threads()}; torch {torch.__version__}; load average at start: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'batch':>5} {'clock':>5} " + " ".join(f"{v + ' ms':>10}" for v in variants)

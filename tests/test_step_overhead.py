@@ -2,13 +2,14 @@
 batch, the fused Adam of CPU runs (same updates as the unfused one)."""
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import pytest
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from attention_lightning import runio
+from attention_lightning import experiment, runio
 from attention_lightning.models.base import adam
 from attention_lightning.progress import SteadyBar
 
@@ -58,3 +59,17 @@ def test_cpu_adam_is_fused_and_updates_like_the_unfused_one(weight_decay):
     for p, q in zip(net.parameters(), twin.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
     assert (net[0].weight - start).abs().max() > 1e-2  # the comparison is of trained weights
+
+
+def test_nvml_probe_dropped_only_where_nvml_does_not_load(monkeypatch):
+    def missing(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(experiment.ctypes, "CDLL", missing)
+    experiment.cheap_cuda_probe()
+    assert "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(experiment.ctypes, "CDLL", lambda name: object())  # a driver: Lightning's setting stays
+    experiment.cheap_cuda_probe()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
