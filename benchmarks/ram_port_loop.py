@@ -23,7 +23,9 @@ run interleaved in one process, each ``--rounds`` times:
 Data: ``port`` reads the embedded real MNIST subset (``datamodules.digits.load_embedded``, 28x28); ``plain`` and
 ``cli`` read the preset's own data (``cluttered_mnist`` translated on a 28x28 canvas, rendered per batch from the
 same digits when full MNIST is not on disk). Every loader runs in the training thread (``num_workers=0``), so
-the loading is inside the thread CPU time on both sides (the port's own default is 4 workers).
+the loading is inside the thread CPU time on both sides (the port's own default is 4 workers). Our variants run
+after ``experiment.cheap_cuda_probe()``, as ``cli.py fit`` does; the port's loop without Lightning's
+``PYTORCH_NVML_BASED_CUDA_CHECK``, as in the port's own process.
 
 A step is the start-to-start time of consecutive training batches (loading, forward, backward, optimizer,
 hooks, logging), in CPU time of the training thread (``time.thread_time``) and wall time; the median over the
