@@ -6,6 +6,7 @@ are re-exported.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shlex
@@ -49,6 +50,19 @@ def quiet_third_party() -> None:
             log.addFilter(_DropThirdPartyTips())
 
 
+def cheap_cuda_probe() -> None:
+    """Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (ask NVML, not the CUDA driver, whether a GPU
+    exists); without an NVIDIA driver that makes every ``torch.cuda.is_available()`` try to load NVML again, which
+    torch's optimizers do once per step (~0.1 ms, 1-3% of RAM's step at batch 20). Where NVML does not load there is
+    no GPU for the setting to protect, so it is dropped; with a driver it stays."""
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
 class Interrupted(UserError):
     """Training stopped on request (Ctrl-C, SLURM pre-emption) after saving; the message says how to continue."""
 
@@ -89,6 +103,7 @@ def fit(flags: Mapping[str, Any], extra_callbacks: list[Callback] | None = None,
     ``save_last`` writes ``last.ckpt`` even when the Trainer wrote none (``fast_dev_run``).
     """
     quiet_third_party()
+    cheap_cuda_probe()
     p = plan(flags)
     stage_list = registry.get_model(p.model_name).cls.stages(dict(p.model_kwargs))
     if len(stage_list) > 1:

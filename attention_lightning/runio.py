@@ -107,7 +107,9 @@ def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(keys.astype(np.int64)),
              "numpy_rest": [int(pos), int(has_gauss), float(gauss)], "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    # is_initialized alone: once Lightning is imported, is_available asks NVML (a library load) on every call,
+    # which cost more than the rest of this function, which runs before every training batch
+    if torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 

@@ -381,9 +381,10 @@ def make_trainer(p: Plan, run_dir: Path, extra_callbacks: list[Callback] | None 
             extra.append(AttentionLogger(p.cli.get("viz_every_n_steps", 500), p.cli.get("viz_images", 8)))
         except ValueError as e:
             raise UserError(str(e)) from None
-    if kwargs.get("enable_progress_bar", True) and not sys.stdout.isatty():
-        from .progress import EpochLines
-        extra.append(EpochLines())  # a log file gets one line per epoch, not a bar's redraws
+    if kwargs.get("enable_progress_bar", True):
+        from .progress import EpochLines, SteadyBar
+        # a log file gets one line per epoch, not a bar's redraws; a terminal a bar redrawn at most 10 times a second
+        extra.append(SteadyBar() if sys.stdout.isatty() else EpochLines())
     callbacks = callbacks_for(run_dir, extra, p.cli.get("checkpoint_every_n_minutes", 10.0),
                               p.cli.get("checkpoint_every_n_steps", 0), slurm_requeue=slurm, signals=signals)
     try:

@@ -52,9 +52,10 @@ def _check(size: int, depth: int, scale: float) -> None:
 
 
 def _window(start: Tensor, cell: float, size: int, extent: int) -> tuple[Tensor, Tensor]:
-    """Window offsets (B,) and cell weights (B, size, n) along one axis of ``extent`` pixels.
+    """Window offsets (...,) and cell weights (..., size, n) along an axis of ``extent`` pixels.
 
-    ``size`` cells of width ``cell`` start at ``start`` (B,) (pixel units, the geometry dtype). The patch touches
+    ``size`` cells of width ``cell`` start at ``start`` (...,) (pixel units, the geometry dtype; any leading
+    shape, e.g. (B,) for one axis or (B, 2) for both axes of a square image at once). The patch touches
     at most ceil(size * cell) + 1 pixels from floor(start); the window is that many (or the whole axis,
     if shorter), shifted to lie inside the image, so it holds every in-image pixel the patch touches.
     Weight [k, j] is the length of cell k inside window pixel j (pixels); parts of a cell outside the
@@ -62,12 +63,12 @@ def _window(start: Tensor, cell: float, size: int, extent: int) -> tuple[Tensor,
     """
     n = min(math.ceil(size * cell) + 1, extent)
     start = start.nan_to_num(nan=math.inf)  # a NaN location reads 0, like one far outside
-    offset = start.floor().clamp(0, extent - n)  # (B,) integral
+    offset = start.floor().clamp(0, extent - n)  # (...,) integral
     cells = torch.arange(size + 1, device=start.device, dtype=start.dtype)  # (g+1,)
-    edges = (start - offset)[:, None] + cell * cells  # (B, g+1) cell edges relative to the window
+    edges = (start - offset).unsqueeze(-1) + cell * cells  # (..., g+1) cell edges relative to the window
     pixels = torch.arange(n, device=start.device, dtype=start.dtype)  # (n,)
-    part = (edges[:, :, None] - pixels).clamp(0, 1)  # (B, g+1, n) length of [0, e_k) inside pixel j
-    return offset.long(), part[:, 1:] - part[:, :-1]  # (B,), (B, g, n)
+    part = (edges.unsqueeze(-1) - pixels).clamp(0, 1)  # (..., g+1, n) length of [0, e_k) inside pixel j
+    return offset.long(), part[..., 1:, :] - part[..., :-1, :]  # (...,), (..., g, n)
 
 
 def glimpse(images: Tensor, loc: Tensor, size: int, depth: int = 1, scale: float = 2.0,
@@ -89,19 +90,27 @@ def glimpse(images: Tensor, loc: Tensor, size: int, depth: int = 1, scale: float
     with torch.autocast(device_type=images.device.type, enabled=False):
         flat = images.to(dtype).reshape(b, c, h * w)  # (B, C, H*W)
         loc = loc.to(geometry)
-        u = (loc[:, 0] + 1) * (w / 2)  # (B,) center in pixel units
-        v = (loc[:, 1] + 1) * (h / 2)
+        if h == w:  # both axes alike: one pass over (B, 2)
+            center = (loc + 1) * (w / 2)  # (B, 2) center in pixel units, (u, v)
+        else:
+            u = (loc[:, 0] + 1) * (w / 2)  # (B,) center in pixel units
+            v = (loc[:, 1] + 1) * (h / 2)
         outs = []
         for side in patch_sides(size, depth, scale):
-            ox, wx = _window(u - side / 2, side / size, size, w)  # (B,), (B, g, nx)
-            oy, wy = _window(v - side / 2, side / size, size, h)  # (B,), (B, g, ny)
+            if h == w:
+                o, wts = _window(center - side / 2, side / size, size, w)  # (B, 2), (B, 2, g, n)
+                wts = wts.to(dtype)
+                ox, oy, wx, wy = o[:, 0], o[:, 1], wts[:, 0], wts[:, 1]
+            else:
+                ox, wx = _window(u - side / 2, side / size, size, w)  # (B,), (B, g, nx)
+                oy, wy = _window(v - side / 2, side / size, size, h)  # (B,), (B, g, ny)
             nx, ny = wx.shape[-1], wy.shape[-1]
             starts = (oy * w + ox)[:, None] + w * torch.arange(ny, device=images.device)  # (B, ny) row starts
             index = starts[:, :, None] + torch.arange(nx, device=images.device)  # (B, ny, nx) flat pixel index
             window = flat.gather(2, index.view(b, 1, ny * nx).expand(b, c, -1)).view(b, c, ny, nx)  # (B, C, ny, nx)
             wy, wx = wy.to(dtype).unsqueeze(1), wx.to(dtype).unsqueeze(1)  # (B, 1, g, n)
             outs.append(wy @ window @ wx.transpose(-1, -2) / (side / size) ** 2)  # (B, C, g, g) cell means
-        out = torch.stack(outs, 1).reshape(b, depth * c, size, size)  # (B, D*C, g, g) scale-major
+        out = outs[0] if depth == 1 else torch.stack(outs, 1).reshape(b, depth * c, size, size)  # (B, D*C, g, g)
     return out.to(images.dtype)
 
 

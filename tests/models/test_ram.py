@@ -63,9 +63,10 @@ def test_log_prob_is_of_the_location_used_and_no_location_after_the_last_glimpse
     model = small(std=0.5)
     x, y = batch()
     calls = []
-    model.locator.register_forward_hook(lambda *a: calls.append(1))
+    model.locator.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
     run = model.rollout(x, keep_glimpses=True)
-    assert len(calls) == model.hparams.glimpses  # l_0..l_{T-1}; nothing is drawn after glimpse T
+    # l_0..l_{T-1} chosen one at a time, then their log pi from the same T states at once; nothing after glimpse T
+    assert calls == [(8, 16)] * model.hparams.glimpses + [(8, model.hparams.glimpses, 16)]
     assert run.log_pi.shape == run.baselines.shape == (8, 3)
     expected = torch.distributions.Normal(run.means, 0.5).log_prob(run.locations).sum(-1)
     assert torch.allclose(run.log_pi, expected, atol=1e-5)

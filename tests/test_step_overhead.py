@@ -1,0 +1,75 @@
+"""What a training step costs beyond the model's math: the terminal bar's updates, the RNG snapshot before each
+batch, the fused Adam of CPU runs (same updates as the unfused one)."""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
+
+from attention_lightning import experiment, runio
+from attention_lightning.models.base import adam
+from attention_lightning.progress import SteadyBar
+
+
+def test_steady_bar_updates_at_most_once_per_interval_and_at_the_epochs_last_batch(monkeypatch):
+    shown = []
+    monkeypatch.setattr(TQDMProgressBar, "on_train_batch_end",
+                        lambda self, trainer, module, outputs, batch, i: shown.append(i))
+    clock = iter([0.0, 0.01, 0.02, 0.2, 0.21, 0.22])
+    monkeypatch.setattr("attention_lightning.progress.time.monotonic", lambda: next(clock))
+    bar = SteadyBar(interval=0.1)
+    bar._train_progress_bar = SimpleNamespace(total=6)
+    for i in range(6):
+        bar.on_train_batch_end(None, None, None, None, i)
+    assert shown == [0, 3, 5]  # the first batch, the first after 0.1 s, the last of the epoch
+
+
+def test_rng_snapshot_does_not_ask_for_cuda_devices(monkeypatch):
+    def refuse() -> bool:
+        raise AssertionError("is_available loads NVML on every call once Lightning is imported")
+
+    monkeypatch.setattr(torch.cuda, "is_available", refuse)
+    state = runio.rng_state()
+    torch.rand(3)
+    runio.set_rng_state(state)
+    again = torch.rand(3)
+    runio.set_rng_state(state)
+    assert torch.equal(torch.rand(3), again)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_cpu_adam_is_fused_and_updates_like_the_unfused_one(weight_decay):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    twin = torch.nn.Sequential(torch.nn.Linear(7, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    twin.load_state_dict(net.state_dict())
+    start = net[0].weight.detach().clone()
+    fused = adam(net, 1e-2, weight_decay)
+    plain = torch.optim.Adam(twin.parameters(), lr=1e-2, weight_decay=weight_decay)
+    assert fused.defaults["fused"] is True
+    for step in range(20):
+        x = torch.randn(16, 7, generator=torch.Generator().manual_seed(step))
+        for model, opt in ((net, fused), (twin, plain)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for p, q in zip(net.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+    assert (net[0].weight - start).abs().max() > 1e-2  # the comparison is of trained weights
+
+
+def test_nvml_probe_dropped_only_where_nvml_does_not_load(monkeypatch):
+    def missing(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(experiment.ctypes, "CDLL", missing)
+    experiment.cheap_cuda_probe()
+    assert "PYTORCH_NVML_BASED_CUDA_CHECK" not in os.environ
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(experiment.ctypes, "CDLL", lambda name: object())  # a driver: Lightning's setting stays
+    experiment.cheap_cuda_probe()
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
