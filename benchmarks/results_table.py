@@ -152,8 +152,59 @@ def render(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+FASHION_STUDY = "docs/studies/fashion_full_size.md"
+# per task of the full-size grid: the attention model the row leads with, then its baselines, and the preset
+FASHION_LEADS = {
+    "cluttered100": ("RAM, cluttered 100x100, 8 pieces", "ram", ("ram_random", "cnn"), "configs/ram_cluttered100.yaml"),
+    "cluttered60": ("RAM, cluttered 60x60, 4 pieces", "ram", ("ram_random", "cnn"), "configs/ram_cluttered60.yaml"),
+    "translated60": ("RAM, translated 60x60", "ram", ("ram_random", "cnn"), "configs/ram_translated60.yaml"),
+    "centered28": ("RAM, 28x28", "ram", ("ram_random", "cnn"), "configs/ram_mnist.yaml"),
+    "rgb32": ("PHAM EIG, 32x32 RGB, acc at glimpse 7", "pham_eig", ("pham_random", "cnn"),
+              "configs/pham_digits32.yaml"),
+    "dham120": ("DHAM, 120x120, 28x28 crop", "dham", ("cnn",), "configs/dham_mnist120.yaml"),
+    "dham120_noisy": ("DHAM, 120x120 in noise (std 0.5)", "dham", ("cnn",), "configs/dham_noisy120.yaml"),
+}
+SHORT = {"ram_random": "random loc.", "cnn": "CNN", "pham_random": "random", "ram": "RAM", "dham": "DHAM"}
+PAPER_MNIST = {"cluttered100": "10.83% err. (MNIST)", "cluttered60": "5.23% err. (MNIST)",
+               "translated60": "1.84% err. (MNIST)", "centered28": "1.29% err. (MNIST)",
+               "rgb32": "EIG > random (SVHN, CIFAR...)", "dham120": "figures only", "dham120_noisy": "figures only"}
+
+
+def fashion_rows(cells: Iterable[dict[str, Any]]) -> list[Row]:
+    """One row per task of the full-size Fashion-MNIST grid that has its lead method: the lead's test accuracy
+    (RAM: greedy, then 10-episode MC), its baselines', the seeds and the images every method trained on."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        groups[(cell["task"], cell["method"])].append(cell)
+
+    def acc(task: str, method: str, key: str = "test_acc") -> str | None:
+        group = [c for c in groups.get((task, method), []) if key in c]
+        if not group:
+            return None
+        text, _ = number({"seeds": {c["seed"]: 100 * float(c[key]) for c in group}}, "%", 1)
+        return text
+
+    rows = []
+    for task, (title, lead, baselines, preset) in FASHION_LEADS.items():
+        if (task, lead) not in groups:
+            continue
+        group = groups[(task, lead)]
+        images = {int(c["images_seen"]) for c in group}
+        if len(images) > 1:
+            raise ValueError(f"grid cells of {task}/{lead} differ in images_seen: {sorted(images)}")
+        mc = acc(task, lead, "test_acc_mc")
+        result = f"**{acc(task, lead)}**" + (f" (MC {mc})" if mc else "")
+        base = [f"{SHORT[b]} {acc(task, b)}" for b in baselines if acc(task, b)]
+        seeds = sorted(c["seed"] for c in group)
+        runs = f"{seed_list({'seeds': dict.fromkeys(seeds)})} · {images.pop():,} images"
+        rows.append(Row(experiment=f"{title}", result=result, baseline=" · ".join(base) or "-",
+                        paper=PAPER_MNIST[task], runs=runs, links=f"[preset]({preset}) · [study]({FASHION_STUDY})"))
+    return rows
+
+
 # README block name -> how its rows are made
 TABLES: dict[str, Callable[[], list[Row]]] = {
+    "fashion": lambda: fashion_rows(load_cells(RESULTS / "fashion")),
     "results": lambda: [study_row(r) for r in load_studies()],
 }
 
@@ -167,40 +218,81 @@ def block(text: str, name: str) -> tuple[int, int]:
     return i + len(start), j
 
 
-def generated(text: str) -> str:
-    """README's text with every block of ``TABLES`` regenerated from the result files."""
-    for name, rows in TABLES.items():
+def claims_table() -> str:
+    """The full-size grid's claims as paired differences over seeds (percentage points), with each side's MACs."""
+    from benchmarks import fashion_grid
+
+    lines = ["| claim | difference (points) | seeds | MMACs per image |", "|---|---|---|---|"]
+    for r in fashion_grid.claims(load_cells(RESULTS / "fashion")):
+        if not r["seeds"]:
+            lines.append(f"| {r['claim']} | not run yet | 0 | - |")
+            continue
+        diff = f"{100 * r['diff']:+.1f}" + ("" if r["seeds"] < 2 else f" ± {100 * r['se']:.1f}")
+        macs = " vs ".join("-" if m is None else f"{m / 1e6:.2f}" for m in (r["macs_a"], r["macs_b"]))
+        lines.append(f"| {r['claim']} | {diff} | {r['seeds']} | {macs} |")
+    return "\n".join(lines) + "\n"
+
+
+def cells_table() -> str:
+    """Every cell of the full-size grid that has finished: accuracy, MACs, pixels seen, time."""
+    lines = ["| task | method | seed | test acc | MC acc | acc after glimpse 1 / 2 / 4 / last | pixels seen | "
+             "MMACs/img | train img/s | fit wall h |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in load_cells(RESULTS / "fashion"):
+        steps = c.get("acc_steps") or []
+        picks = " / ".join(f"{100 * steps[t]:.1f}" for t in (0, 1, 3, len(steps) - 1) if t < len(steps)) \
+            if len(steps) > 1 else "-"
+        mc = f"{100 * c['test_acc_mc']:.1f}" if "test_acc_mc" in c else "-"
+        pixels = c.get("pixels_seen") or [1.0]
+        lines.append(f"| {c['task']} | {c['method']} | {c['seed']} | {100 * c['test_acc']:.1f} | {mc} | {picks} | "
+                     f"{pixels[-1]:.3f} | {c['macs_per_image'] / 1e6:.2f} | {c['train_images_per_s']:.0f} | "
+                     f"{c['wall_s'] / 3600:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+# file -> {block name -> its generated text}
+DOCS: dict[Path, dict[str, Callable[[], str]]] = {
+    README: {name: (lambda rows=rows: render(rows())) for name, rows in TABLES.items()},
+    ROOT / FASHION_STUDY: {"claims": claims_table, "cells": cells_table},
+}
+
+
+def generated(text: str, blocks: dict[str, Callable[[], str]] | None = None) -> str:
+    """``text`` with every generated block (README's tables by default) made anew from the result files."""
+    for name, make in (DOCS[README] if blocks is None else blocks).items():
         i, j = block(text, name)
-        text = text[:i] + render(rows()) + text[j:]
+        text = text[:i] + make() + text[j:]
     return text
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--write", action="store_true", help="rewrite README.md's generated blocks")
-    ap.add_argument("--check", action="store_true", help="exit 1 when README.md's blocks differ from the files")
+    ap.add_argument("--write", action="store_true", help="rewrite the generated blocks of README.md and the studies")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a generated block differs from the files")
     args = ap.parse_args(argv)
     if not (args.write or args.check):
         for rows in TABLES.values():
             print(render(rows()))
         return 0
-    text = README.read_text()
-    try:
-        new = generated(text)
-    except ValueError as e:
-        print(e)
-        return 2
-    if args.write:
-        if new != text:
-            tmp = README.with_suffix(".md.tmp")
+    stale = []
+    for path, blocks in DOCS.items():
+        text = path.read_text()
+        try:
+            new = generated(text, blocks)
+        except ValueError as e:
+            print(f"{path.relative_to(ROOT)}: {e}")
+            return 2
+        if new == text:
+            print(f"{path.relative_to(ROOT)}: already up to date")
+        elif args.write:
+            tmp = path.with_suffix(".md.tmp")
             tmp.write_text(new)
-            tmp.replace(README)  # all or nothing: a failed write leaves README.md as it was
-        print(f"README.md: {'rewritten' if new != text else 'already up to date'}")
-        return 0
-    if new != text:
-        print("README.md's results table differs from benchmarks/results/: run python -m benchmarks.results_table --write")
+            tmp.replace(path)  # all or nothing: a failed write leaves the file as it was
+            print(f"{path.relative_to(ROOT)}: rewritten")
+        else:
+            stale.append(str(path.relative_to(ROOT)))
+    if stale:
+        print(f"{', '.join(stale)} differ from benchmarks/results/: run python -m benchmarks.results_table --write")
         return 1
-    print("README.md's results table matches benchmarks/results/")
     return 0
 
 

@@ -85,3 +85,21 @@ def test_a_study_file_lacking_a_key_is_named(tmp_path):
                                      '"study": "s.md", "seeds": {"0": 1.0}}')
     with pytest.raises(ValueError, match="x.json: add budget"):
         rt.load_studies(tmp_path)
+
+
+def test_every_generated_document_is_in_step_with_the_result_files():
+    for path, blocks in rt.DOCS.items():
+        text = path.read_text()
+        assert rt.generated(text, blocks) == text, f"{path}: run python -m benchmarks.results_table --write"
+
+
+def test_full_size_rows_lead_with_the_attention_model_and_name_its_baselines():
+    cells = [{**_cell("cluttered100", "ram", s, a, 500_000), "test_acc_mc": a + 0.05} for s, a in ((0, 0.5), (1, 0.6))]
+    cells += [_cell("cluttered100", "cnn", 0, 0.7, 500_000), _cell("translated60", "cnn", 0, 0.9, 500_000)]
+    rows = rt.fashion_rows(cells)
+    assert len(rows) == 1  # translated60 has no RAM cell yet: no row
+    # 50 and 60: mean 55, s.e. 5; MC 55 and 65
+    assert rows[0].result == "**55.0 ± 5.0%** (MC 60.0 ± 5.0%)"
+    assert rows[0].baseline == "CNN 70.0%" and rows[0].runs == "seeds 0, 1 · 500,000 images"
+    with pytest.raises(ValueError, match="differ in images_seen"):
+        rt.fashion_rows(cells + [_cell("cluttered100", "ram", 2, 0.5, 100)])
