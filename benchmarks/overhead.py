@@ -119,6 +119,21 @@ def run_plain(flags: dict[str, Any], source: str, steps: int, epochs: int, compi
     opt = model.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt[0][0] if isinstance(opt, tuple) else opt
     model.train()
+    return timed_epochs(loader, epochs, lambda batch: plain_step(model, opt, batch))
+
+
+def plain_step(model: pl.LightningModule, opt: torch.optim.Optimizer, batch: Any) -> None:
+    """One training step of ``model``'s own math: its losses, backward, the optimizer."""
+    terms, _ = model.loss_terms(batch, "train")
+    loss = sum(terms.values())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def timed_epochs(loader: Any, epochs: int, step: Any) -> dict[str, Any]:
+    """``step(batch)`` over ``epochs`` passes of ``loader``; per epoch, the (wall, CPU) seconds from the start of one
+    batch to the start of the next (loading included), and the whole run's."""
     times: list[list[tuple[float, float]]] = []
     t_run = clocks()
     for _ in range(epochs):
@@ -129,11 +144,7 @@ def run_plain(flags: dict[str, Any], source: str, steps: int, epochs: int, compi
             if last is not None:
                 times[-1].append(tuple(b - a for a, b in zip(last, now)))
             last = now
-            terms, _ = model.loss_terms(batch, "train")
-            loss = sum(terms.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            step(batch)
     return {"times": times, "run_s": [b - a for a, b in zip(t_run, clocks())]}
 
 

@@ -62,7 +62,7 @@ from torchvision import transforms
 from benchmarks.common import measure_training  # noqa: F401  (common sets the quiet logging)
 from attention_lightning import experiment
 from datamodules.digits import load_embedded
-from benchmarks.overhead import CPU, WALL, Intervals, clocks, step_ms
+from benchmarks.overhead import CPU, WALL, Intervals, clocks, plain_step, step_ms, timed_epochs
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "ram_mnist.yaml"
@@ -155,35 +155,29 @@ def port_loop(batch_size: int, steps: int, epochs: int, glimpses: int) -> dict[s
     model = PortRAM()
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
     model.train()
-    times: list[list[tuple[float, float]]] = []
-    t0 = clocks()
-    for _ in range(epochs):
-        times.append([])
-        last = None
-        for x, y in loader:
-            now = clocks()
-            if last is not None:
-                times[-1].append(tuple(b - a for a, b in zip(last, now)))
-            last = now
-            opt.zero_grad()
-            b = x.shape[0]
-            h = torch.zeros(b, 256, requires_grad=True)
-            loc = torch.empty(b, 2).uniform_(-1, 1).requires_grad_()
-            log_pis, bases = [], []
-            for t in range(glimpses):
-                h, loc, base, log_pi, out = model.step(x, loc, h, last=t == glimpses - 1)
-                log_pis.append(log_pi)
-                bases.append(base)
-            bases_t, log_pi_t = torch.stack(bases, 1), torch.stack(log_pis, 1)  # (B, T)
-            pred = out.max(1)[1]
-            reward = (pred.detach() == y).float()[:, None].repeat(1, glimpses)  # (B, T)
-            loss = (F.nll_loss(out, y) + F.mse_loss(bases_t, reward)
-                    + 0.01 * torch.sum(-log_pi_t * (reward - bases_t.detach()), 1).mean())
-            acc = 100 * (pred == y).float().sum() / b
-            loss.item(), acc.item()  # the port's running averages read both back every step
-            loss.backward()
-            opt.step()
-    return {"times": times, "run_s": [b - a for a, b in zip(t0, clocks())]}
+
+    def step(batch: tuple[Tensor, Tensor]) -> None:
+        x, y = batch
+        opt.zero_grad()
+        b = x.shape[0]
+        h = torch.zeros(b, 256, requires_grad=True)
+        loc = torch.empty(b, 2).uniform_(-1, 1).requires_grad_()
+        log_pis, bases = [], []
+        for t in range(glimpses):
+            h, loc, base, log_pi, out = model.step(x, loc, h, last=t == glimpses - 1)
+            log_pis.append(log_pi)
+            bases.append(base)
+        bases_t, log_pi_t = torch.stack(bases, 1), torch.stack(log_pis, 1)  # (B, T)
+        pred = out.max(1)[1]
+        reward = (pred.detach() == y).float()[:, None].repeat(1, glimpses)  # (B, T)
+        loss = (F.nll_loss(out, y) + F.mse_loss(bases_t, reward)
+                + 0.01 * torch.sum(-log_pi_t * (reward - bases_t.detach()), 1).mean())
+        acc = 100 * (pred == y).float().sum() / b
+        loss.item(), acc.item()  # the port's running averages read both back every step
+        loss.backward()
+        opt.step()
+
+    return timed_epochs(loader, epochs, step)
 
 
 # --- ours -------------------------------------------------------------------------------------------
@@ -205,22 +199,7 @@ def run_plain(batch_size: int, steps: int, epochs: int) -> dict[str, Any]:
     loader = dm.train_dataloader()
     opt = model.configure_optimizers()
     model.train()
-    times: list[list[tuple[float, float]]] = []
-    t0 = clocks()
-    for _ in range(epochs):
-        times.append([])
-        last = None
-        for batch in loader:
-            now = clocks()
-            if last is not None:
-                times[-1].append(tuple(b - a for a, b in zip(last, now)))
-            last = now
-            terms, _ = model.loss_terms(batch, "train")
-            loss = sum(terms.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    return {"times": times, "run_s": [b - a for a, b in zip(t0, clocks())]}
+    return timed_epochs(loader, epochs, lambda batch: plain_step(model, opt, batch))
 
 
 class Terminal(io.TextIOWrapper):
