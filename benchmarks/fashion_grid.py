@@ -362,8 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "claims":
         for r in claims(load_records()):
             if r["seeds"]:
-                print(f"{r['claim']}: {100 * r['diff']:+.1f} +- {100 * r['se']:.1f} points over {r['seeds']} "
-                      f"seed(s); MMACs/image {r['macs_a'] / 1e6:.2f} vs {r['macs_b'] / 1e6:.2f}")
+                err = f" +- {100 * r['se']:.1f}" if r["seeds"] > 1 else " (one seed, no error bar)"
+                print(f"{r['claim']}: {100 * r['diff']:+.1f}{err} points over {r['seeds']} seed(s); "
+                      f"MMACs/image {r['macs_a'] / 1e6:.2f} vs {r['macs_b'] / 1e6:.2f}")
             else:
                 print(f"{r['claim']}: not run yet")
         return 0
