@@ -35,7 +35,8 @@ class IdxFile:
     shape: tuple       # (N,) labels or (N, 28, 28) images
 
 
-# name -> what the official file is; tests may point these at small files of their own
+# name -> what the official file is (gzip MD5s as published; content MD5s measured on the files of Debian's
+# dataset-fashion-mnist, which recompresses the published files); tests may point these at small files of their own
 FILES: dict[str, IdxFile] = {f.name: f for f in (
     IdxFile("train-images-idx3-ubyte", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a",
             (60000, 28, 28)),
