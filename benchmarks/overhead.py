@@ -131,6 +131,16 @@ def plain_step(model: pl.LightningModule, opt: torch.optim.Optimizer, batch: Any
     opt.step()
 
 
+def bare_fit(model: pl.LightningModule, dm: pl.LightningDataModule, epochs: int, timer: Any) -> dict[str, Any]:
+    """``Trainer.fit`` with nothing of ours: no logger, bar, checkpoints or validation; ``timer`` marks the steps."""
+    trainer = pl.Trainer(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[timer], accelerator="cpu")
+    t0 = clocks()
+    trainer.fit(model, datamodule=dm)
+    return {"times": timer.times, "run_s": [b - a for a, b in zip(t0, clocks())]}
+
+
 def timed_epochs(loader: Any, epochs: int, step: Any) -> dict[str, Any]:
     """``step(batch)`` over ``epochs`` passes of ``loader``; per epoch, the (wall, CPU) seconds from the start of one
     batch to the start of the next (loading included), and the whole run's."""
@@ -157,12 +167,7 @@ def run_trainer(flags: dict[str, Any], source: str, steps: int, epochs: int, kin
         pl.seed_everything(0, verbose=False)
         dm = datamodule(flags, source, steps)
         model = experiment.build_model(p, dm)
-        trainer = pl.Trainer(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             callbacks=[timer], accelerator="cpu")
-        t0 = clocks()
-        trainer.fit(model, datamodule=dm)
-        return {"times": timer.times, "run_s": [b - a for a, b in zip(t0, clocks())]}
+        return bare_fit(model, dm, epochs, timer)
     with tempfile.TemporaryDirectory() as root:
         cli_flags = {**flags, "logger": "csv", "default_root_dir": root, "max_epochs": epochs,
                      "viz_images": 0 if kind == "cli-noviz" else 8}

@@ -62,7 +62,7 @@ from torchvision import transforms
 from benchmarks.common import measure_training  # noqa: F401  (common sets the quiet logging)
 from attention_lightning import experiment
 from datamodules.digits import load_embedded
-from benchmarks.overhead import CPU, WALL, Intervals, clocks, plain_step, step_ms, timed_epochs
+from benchmarks.overhead import CPU, WALL, Intervals, bare_fit, clocks, plain_step, step_ms, timed_epochs
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "ram_mnist.yaml"
@@ -232,12 +232,7 @@ def run_trainer(batch_size: int, steps: int, epochs: int) -> dict[str, Any]:
     dm = experiment.build_datamodule(p)
     model = experiment.build_model(p, dm)
     timer = Intervals()
-    trainer = pl.Trainer(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         callbacks=[timer], accelerator="cpu")
-    t0 = clocks()
-    trainer.fit(model, datamodule=dm)
-    return {"times": timer.times, "run_s": [b - a for a, b in zip(t0, clocks())]}
+    return bare_fit(model, dm, epochs, timer)
 
 
 RUNNERS = {"port": run_port, "plain": run_plain, "trainer": run_trainer, "cli": run_cli}
