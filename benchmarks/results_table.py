@@ -249,10 +249,24 @@ def cells_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def cost_line(cells: Iterable[dict[str, Any]] | None = None) -> str:
+    """The CPU the full-size grid's finished runs cost: one line, for beside its tables."""
+    cells = load_cells(RESULTS / "fashion") if cells is None else cells
+    runs = {c["command"]: c for c in cells}  # PHAM's two policies share one run
+    measured = [c["cpu_s"] for c in runs.values() if c.get("cpu_s") is not None]
+    walls = [c["wall_s"] for c in runs.values() if c.get("cpu_s") is None]
+    hours = (sum(measured) + sum(walls)) / 3600
+    line = f"CPU spent on the {len(runs)} finished runs: {hours:.1f} CPU-hours"
+    if walls:
+        line += (f" ({len(measured)} runs by their process's user + system time, {len(walls)} recorded before "
+                 "that was kept, counted by their training wall time: one thread on shared cores, so more than its CPU)")
+    return line + ".\n"
+
+
 # file -> {block name -> its generated text}
 DOCS: dict[Path, dict[str, Callable[[], str]]] = {
     README: {name: (lambda rows=rows: render(rows())) for name, rows in TABLES.items()},
-    ROOT / FASHION_STUDY: {"claims": claims_table, "cells": cells_table},
+    ROOT / FASHION_STUDY: {"claims": claims_table, "cells": cells_table, "cost": lambda: cost_line()},
 }
 
 

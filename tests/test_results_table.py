@@ -103,3 +103,14 @@ def test_full_size_rows_lead_with_the_attention_model_and_name_its_baselines():
     assert rows[0].baseline == "CNN 70.0%" and rows[0].runs == "seeds 0, 1 · 500,000 images"
     with pytest.raises(ValueError, match="differ in images_seen"):
         rt.fashion_rows(cells + [_cell("cluttered100", "ram", 2, 0.5, 100)])
+
+
+def test_grid_cost_counts_each_run_once_and_says_which_were_estimated():
+    # PHAM's two policies come from one run (one command): its CPU counts once
+    eig = {"command": "fit pham", "cpu_s": 1800.0, "wall_s": 2000.0}
+    rand = {"command": "fit pham", "cpu_s": 1800.0, "wall_s": 2000.0}
+    ram = {"command": "fit ram", "wall_s": 5400.0}  # no CPU recorded: its wall time stands in
+    line = rt.cost_line([eig, rand, ram])
+    assert line.startswith("CPU spent on the 2 finished runs: 2.0 CPU-hours")  # (1800 + 5400) / 3600
+    assert "1 runs by their process's user + system time, 1 recorded before" in line
+    assert rt.cost_line([eig]).startswith("CPU spent on the 1 finished runs: 0.5 CPU-hours.")
