@@ -23,3 +23,19 @@ def test_ci_runs_readme_commands_verbatim():
     install = blocks[0].strip().split(" && python cli.py fit")[0]
     assert all(part.strip() in ci for part in install.split(" && "))
     assert blocks[1].strip() in ci
+
+
+def test_a_newcomer_finds_the_essentials_on_the_first_screens():
+    head = "\n".join(README.splitlines()[:80])
+    assert "pip install" in head and "python cli.py fit" in head  # install and the main job
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", head)
+    assert pictures, "README's first 80 lines show no attention picture"
+    for path in pictures:
+        assert (ROOT / path).stat().st_size < 200_000, f"{path} is over 200 KB"
+    assert "<!-- fashion:start -->" in head and "<!-- fashion:end -->" in head  # the headline results table
+
+
+def test_every_picture_the_readme_shows_exists():
+    for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)|\[picture\]\(([^)]+)\)", README):
+        path = next(p for p in path if p)
+        assert (ROOT / path).is_file(), path
