@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 
 def from_pretrained(path_or_repo_id: str | Path, revision: str | None = None, **overrides: Any) -> Any:
     """An exported model (``python cli.py export``) from a folder or a Hugging Face Hub repo id, in eval mode
-    (see ``attention_lightning.pretrained``)."""
-    from .pretrained import from_pretrained as load
+    (see ``attention_lightning.run.pretrained``)."""
+    from .run.pretrained import from_pretrained as load
 
     return load(path_or_repo_id, revision, **overrides)

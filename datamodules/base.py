@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from attention_lightning.facts import DataFacts
-from attention_lightning.flags import conforms, parameters
+from attention_lightning.signature import conforms, parameters
 
 
 class ShardSampler(DistributedSampler):
