@@ -1,4 +1,4 @@
-"""Drawing an Attention (viz.py) and `cli.py visualize` for every registered model."""
+"""Drawing an Attention (viz/) and `cli.py visualize` for every registered model."""
 import subprocess
 import sys
 from pathlib import Path

@@ -1,8 +1,8 @@
 """The commands behind ``cli.py fit``, ``cli.py test`` and ``cli.py visualize``, from flat flags.
 
-Flags become a ``Plan`` in ``plan``; run folders, resume and checkpoint metadata are in ``runs``. The names
-callers use from here (``plan``, ``build_datamodule``, ``build_model``, ``make_trainer``, ``UserError``, ...)
-are re-exported.
+Flags become a ``Plan`` in ``plan``; run folders, checkpoints, resume and the Trainer are in ``folders``,
+``checkpoints``, ``resume`` and ``trainer``. The names callers use from here (``plan``, ``build_datamodule``,
+``build_model``, ``make_trainer``, ``UserError``, ...) are re-exported.
 """
 from __future__ import annotations
 

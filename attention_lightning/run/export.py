@@ -8,7 +8,7 @@
                         their budget and seed, the command, its attention picture and its limitations
     attention.png       what the model looked at on the first items of the data's test split
 
-``attention_lightning.from_pretrained`` (``pretrained.py``) loads it, after checking every file against its sha256.
+``attention_lightning.from_pretrained`` (``run/pretrained.py``) loads it, after checking every file against its sha256.
 """
 from __future__ import annotations
 

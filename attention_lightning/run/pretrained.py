@@ -1,4 +1,4 @@
-"""Load an exported model (``export.py``) from a folder or a Hugging Face Hub repository, without its run.
+"""Load an exported model (``run/export.py``) from a folder or a Hugging Face Hub repository, without its run.
 
     model = attention_lightning.from_pretrained("exports/dham-mnist")        # a folder
     model = attention_lightning.from_pretrained("someone/dham-mnist")        # a Hub repo id (fetched once, cached)
