@@ -94,10 +94,44 @@ from torchmetrics import MeanMetric
 
 from ..attention import Attention
 from ..batches import VQABatch
-from ..nn.han_blocks import FlatHead, ImageEncoder, PairHead, QuestionEncoder, SetHead, cell_centers
+from ..nn.han_blocks import FlatHead, PairHead, QuestionEncoder, SetHead, cell_centers, conv_out, conv_padding
 from ..nn.selection import Mode, Selection, pack_cells, presence, presence_gradient, resolve_k, select
 from ..registry import register_model
 from .base import AttentionModel, as_flags
+
+
+class ImageEncoder(nn.Module):
+    """Conv-BN-ReLU layers (no pooling) from (B, C_in, H, W) to a grid (B, C, H', W').
+
+    Kernels default to 3x3 (padding 1); an even kernel equal to its stride (e.g. ``--encoder_kernels=[8, 1]``
+    with ``--encoder_strides=[8, 1]``) cuts the image into non-overlapping patches, one grid cell per patch,
+    so a cell can be aligned with one place of the scene.
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int],
+                 kernels: Sequence[int] | None = None, norm: str = "batch") -> None:
+        super().__init__()
+        kernels = [3] * len(channels) if kernels is None else list(kernels)
+        if len(channels) != len(strides) or len(kernels) != len(channels) or not channels:
+            raise ValueError(f"--encoder_channels {list(channels)}, --encoder_strides {list(strides)} and "
+                             f"--encoder_kernels {kernels} must be non-empty and of equal length")
+        layers, c = [], in_channels
+        batch = norm == "batch"  # without it, no biases either: a blank (zero) patch gives exactly zero
+        for out, s, k in zip(channels, strides, kernels):
+            layers += [nn.Conv2d(c, out, k, stride=s, padding=conv_padding(k), bias=batch),
+                       nn.BatchNorm2d(out) if batch else nn.Identity(), nn.ReLU(inplace=True)]
+            c = out
+        self.net = nn.Sequential(*layers)
+        self.strides, self.kernels = tuple(strides), tuple(kernels)
+        self.out_channels = c
+
+    def grid_size(self, h: int, w: int) -> tuple[int, int]:
+        for s, k in zip(self.strides, self.kernels):
+            h, w = conv_out(h, s, k), conv_out(w, s, k)
+        return h, w
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)  # (B, C, H', W')
 
 
 QTYPE_NAMES = ("exist", "query", "count", "relate")  # what ``qtype`` indexes in vqa_scenes batches

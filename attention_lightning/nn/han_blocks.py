@@ -1,11 +1,11 @@
-"""Building blocks of HAN (Malinowski et al., 2018): the image encoder (a grid of conv features), the question
-encoder (an LSTM over word ids), the heads that answer from the selected cells, and the grid's cell centres.
+"""Building blocks of HAN (Malinowski et al., 2018): the question encoder (an LSTM, a GRU or a bag of words over
+word ids), the heads that answer from the selected cells, the grid's cell centres and its conv arithmetic.
 
-Plain ``nn.Module``s: HAN (``attention_lightning.models.han``) wires them and chooses the cells.
+Plain ``nn.Module``s: HAN (``attention_lightning.models.han``) wires them, with its image encoder, and chooses the
+cells.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -31,40 +31,6 @@ def cell_centers(h: int, w: int, device=None, dtype=None) -> Tensor:
     """Centers (h * w, 2) of an (h, w) grid's cells as (x, y) in [-1, 1], row-major."""
     ys, xs = pixel_centers(h, device=device, dtype=dtype), pixel_centers(w, device=device, dtype=dtype)
     return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(h * w, 2)  # (N, 2)
-
-
-class ImageEncoder(nn.Module):
-    """Conv-BN-ReLU layers (no pooling) from (B, C_in, H, W) to a grid (B, C, H', W').
-
-    Kernels default to 3x3 (padding 1); an even kernel equal to its stride (e.g. ``--encoder_kernels=[8, 1]``
-    with ``--encoder_strides=[8, 1]``) cuts the image into non-overlapping patches, one grid cell per patch,
-    so a cell can be aligned with one place of the scene.
-    """
-
-    def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int],
-                 kernels: Sequence[int] | None = None, norm: str = "batch") -> None:
-        super().__init__()
-        kernels = [3] * len(channels) if kernels is None else list(kernels)
-        if len(channels) != len(strides) or len(kernels) != len(channels) or not channels:
-            raise ValueError(f"--encoder_channels {list(channels)}, --encoder_strides {list(strides)} and "
-                             f"--encoder_kernels {kernels} must be non-empty and of equal length")
-        layers, c = [], in_channels
-        batch = norm == "batch"  # without it, no biases either: a blank (zero) patch gives exactly zero
-        for out, s, k in zip(channels, strides, kernels):
-            layers += [nn.Conv2d(c, out, k, stride=s, padding=conv_padding(k), bias=batch),
-                       nn.BatchNorm2d(out) if batch else nn.Identity(), nn.ReLU(inplace=True)]
-            c = out
-        self.net = nn.Sequential(*layers)
-        self.strides, self.kernels = tuple(strides), tuple(kernels)
-        self.out_channels = c
-
-    def grid_size(self, h: int, w: int) -> tuple[int, int]:
-        for s, k in zip(self.strides, self.kernels):
-            h, w = conv_out(h, s, k), conv_out(w, s, k)
-        return h, w
-
-    def forward(self, images: Tensor) -> Tensor:
-        return self.net(images)  # (B, C, H', W')
 
 
 class QuestionEncoder(nn.Module):
