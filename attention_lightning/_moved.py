@@ -19,7 +19,7 @@ PACKAGE = "attention_lightning"
 MOVED: dict[str, tuple[str, tuple[str, ...]]] = {  # old module -> (forward | refuse, the modules that hold its names)
     "experiment": ("forward", ("run.commands",)),
     "runs": ("forward", ("run.folders", "run.checkpoints", "run.resume", "run.trainer", "run.loggers", "run.plan")),
-    "plan": ("forward", ("run.plan",)),
+    "plan": ("forward", ("run.plan", "run.flags")),
     "flags": ("forward", ("signature", "run.flags")),
     "callbacks": ("forward", ("viz.logger", "viz.files", "viz.wandb_media")),
     "export": ("forward", ("run.export",)),

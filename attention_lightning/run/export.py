@@ -25,8 +25,8 @@ import pytorch_lightning as pl
 
 from .. import registry
 from ..models.base import choices
-from ..signature import coerce, parameters
-from .plan import UserError, build_datamodule, plan, user_errors
+from ..signature import parameters
+from .plan import UserError, build_datamodule, own_value, plan, user_errors
 from .runconfig import CONFIG_FILE, command_line, plain, read_header
 from .checkpoints import CKPT_KEY, checkpoint_meta, load_model
 from .folders import run_dir_of
@@ -341,18 +341,12 @@ def export(flags: Mapping[str, Any]) -> dict[str, Any]:
     flags = dict(flags)
     given = dict(flags)
     ckpt, out = flags.pop("ckpt", None), flags.pop("out", None)
-    overwrite = coerce(flags.pop("overwrite", False), bool)
-    num_images, split = flags.pop("num_images", 8), str(flags.pop("split", "test"))
+    own = {name: flags.pop(name) for name in ("overwrite", "num_images", "split") if name in flags}
     if not ckpt:
         raise UserError("export needs --ckpt=PATH (a .ckpt file or a run folder, e.g. runs/dham-cluttered_mnist)")
     if not out:
         raise UserError("export needs --out=DIR (a new folder, or a previous export to replace)")
-    if not isinstance(overwrite, bool):
-        raise UserError(f"--overwrite={overwrite!r} must be true or false")
-    if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
-        raise UserError(f"--num_images={num_images!r} must be an integer >= 1")
-    if split not in ("val", "test"):
-        raise UserError(f"--split={split!r} is not drawable; use --split=val or --split=test")
+    overwrite, num_images, split = (own_value("export", name, own) for name in ("overwrite", "num_images", "split"))
     path, note = resolve_checkpoint(str(ckpt))
     check_out(Path(str(out)), overwrite, path)
     saved = checkpoint_meta(path)
@@ -361,7 +355,7 @@ def export(flags: Mapping[str, Any]) -> dict[str, Any]:
         raise UserError(f"--ckpt={ckpt} was written by model {meta['model']!r}, not {flags['model']!r}; drop --model")
     data_flags = meta["data_kwargs"] if flags.get("data", meta["data"]) == meta["data"] else {}
     p = plan({"model": meta["model"], "data": meta["data"], **data_flags, "logger": "none", **flags}, command="export")
-    pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
+    pl.seed_everything(p.resolved["seed"], workers=True, verbose=False)
     dm = build_datamodule(p)
     model = load_model(p, path)
     with user_errors():

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from .. import registry
 from .checkpoints import (CKPT_KEY, NEXT_LOG_STEP, checkpoint_meta, checkpoint_step, flag_value, load_failure,
                           newest_state, state_files)
 from .folders import run_dir_of
-from .plan import Plan, UserError, signatures
+from .plan import Plan, UserError
 
 
 # flags a resume may change: how long, where and on what it runs, and what it logs (not what it trains)
@@ -60,7 +59,7 @@ def check_resume_flags(meta: dict[str, Any], p: Plan, ckpt_path: Path) -> None:
     old = meta.get("flags")
     if not old:
         return  # a checkpoint from before flags were recorded
-    sigs = signatures(registry.get_model(p.model_name).cls, registry.get_datamodule(p.data_name).cls)
+    sigs = p.signatures  # what the plan routed the flags by
     new = {"model": p.model_kwargs, "data": p.data_kwargs, "trainer": p.trainer_kwargs}
 
     def norm(v: Any) -> Any:
@@ -75,8 +74,8 @@ def check_resume_flags(meta: dict[str, Any], p: Plan, ckpt_path: Path) -> None:
             before, after = old[target].get(k, default), new[target].get(k, default)
             if norm(before) != norm(after):
                 diffs.append(f"--{k} was {before!r}, now {after!r}")
-    if old.get("seed") is not None and old["seed"] != p.cli["seed"]:
-        diffs.append(f"--seed was {old['seed']!r}, now {p.cli['seed']!r}")
+    if old.get("seed") is not None and old["seed"] != p.resolved["seed"]:
+        diffs.append(f"--seed was {old['seed']!r}, now {p.resolved['seed']!r}")
     if diffs:
         raise UserError(f"--resume: {ckpt_path} was trained with other flags ({'; '.join(diffs)}); resume with the "
                         f"checkpoint's flags, or start a new run without --resume (e.g. with a new --run_name)")
@@ -98,9 +97,9 @@ class Resume:
 def resolve_resume(p: Plan, root: str, name: str) -> Resume | None:
     """The checkpoint of ``--resume`` (None without it), refused with one line when this command may not continue
     it: another model, other model/data/trainer flags, or a run folder it cannot write to. Reads only."""
-    if p.cli.get("resume") is None:
+    if p.resolved["resume"] is None:
         return None
-    path = find_resume(root, name, str(p.cli["resume"]))
+    path = find_resume(root, name, str(p.resolved["resume"]))
     content = checkpoint_meta(path)
     meta = content[CKPT_KEY]
     if meta["model"] != p.model_name:
@@ -135,7 +134,7 @@ def check_resume_world(resume: Resume, p: Plan, trainer: pl.Trainer) -> None:
     old = resume.meta.get("world_size")
     flags = (resume.meta.get("flags") or {}).get("trainer")
     if old is None and flags is not None:  # saved before the world size was recorded: the flags that set it
-        sig = signatures(registry.get_model(p.model_name).cls, registry.get_datamodule(p.data_name).cls)["trainer"]
+        sig = p.signatures["trainer"]
         names = ("devices", "num_nodes", "strategy")
         if all(flags.get(n, sig[n].default) == p.trainer_kwargs.get(n, sig[n].default) for n in names):
             return

@@ -35,7 +35,7 @@ class RunInfo(Callback):
         trainer_flags = {k: v for k, v in p.trainer_kwargs.items() if k != "default_root_dir"}
         self.meta = {"model": p.model_name, "data": p.data_name, "data_kwargs": dict(p.data_kwargs),
                      "flags": {"model": dict(p.model_kwargs), "data": dict(p.data_kwargs), "trainer": trainer_flags,
-                               "seed": p.cli["seed"]}}
+                               "seed": p.resolved["seed"]}}
 
     def setup(self, trainer, pl_module, stage) -> None:
         dm = trainer.datamodule  # set up by now; its hparams are logged next
@@ -62,23 +62,24 @@ def make_trainer(p: Plan, run_dir: Path, extra_callbacks: list[Callback] | None 
     slurm = SLURMEnvironment.detect()
     if slurm:  # pre-emption is handled by LastCheckpoint: save at a batch boundary, then requeue
         plugins.append(SLURMEnvironment(auto_requeue=False))
-    if p.cli["logger"] == "wandb":
+    own = p.resolved  # the flags of `fit` that build the Trainer's logger and callbacks (see flags.COMMANDS)
+    if own["logger"] == "wandb":
         check_wandb_credentials()
-    if p.cli["logger"] != "none":  # attention pictures for the logger (none: no callback, no cost)
+    if own["logger"] != "none":  # attention pictures for the logger (none: no callback, no cost)
         from ..viz.logger import AttentionLogger
         try:
-            extra.append(AttentionLogger(p.cli.get("viz_every_n_steps", 500), p.cli.get("viz_images", 8)))
+            extra.append(AttentionLogger(own["viz_every_n_steps"], own["viz_images"]))
         except ValueError as e:
             raise UserError(str(e)) from None
     if kwargs.get("enable_progress_bar", True):
         from .progress import EpochLines, SteadyBar
         # a log file gets one line per epoch, not a bar's redraws; a terminal a bar redrawn at most 10 times a second
         extra.append(SteadyBar() if sys.stdout.isatty() else EpochLines())
-    callbacks = callbacks_for(run_dir, extra, p.cli.get("checkpoint_every_n_minutes", 10.0),
-                              p.cli.get("checkpoint_every_n_steps", 0), slurm_requeue=slurm, signals=signals)
+    callbacks = callbacks_for(run_dir, extra, own["checkpoint_every_n_minutes"], own["checkpoint_every_n_steps"],
+                              slurm_requeue=slurm, signals=signals)
     try:
         return pl.Trainer(
-            logger=make_logger(p.cli["logger"], run_dir, run_dir.parent.name),
+            logger=make_logger(own["logger"], run_dir, run_dir.parent.name),
             callbacks=callbacks,
             plugins=plugins,
             **kwargs,
