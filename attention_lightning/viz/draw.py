@@ -13,6 +13,7 @@ from .panels import (BLACK, CAPTION_WIDTH, FONT, GAP, MARGIN, RGB, SMALL, TITLE,
                      _font, image_panel, image_rgb, _limits, _name, panel_size, _pick, step_colors, _step_title,
                      subset, _text, _uint8, view_panel, views_rgb)
 
+
 # --- pictures --------------------------------------------------------------------------------
 def _columns(att: Attention) -> list[tuple]:
     """The panels of one image's row: ('overview',), ('map', t), ('view', t)."""

@@ -67,7 +67,7 @@ def svg_of(pic: Image.Image) -> str:
             f'href="data:image/png;base64,{data}"/></svg>\n')
 
 
-# --- the drawing ----------------------------------------------------------------------------------
+# --- PNG for the pictures logged during training -------------------------------------------------
 def png_bytes(rgb: np.ndarray) -> bytes:
     """An (H, W, 3) uint8 picture encoded as PNG: rows unfiltered, zlib level 1 (half the time of Pillow's fastest
     PNG, which tries every row filter; files about a third larger)."""

@@ -10,6 +10,7 @@ import numpy as np
 from ..attention import Attention
 from .panels import captions, image_rgb, _name
 
+
 # --- overlays for dashboards that draw boxes and masks themselves (wandb) -------------------------
 MAP_LEVELS = {0: "zero or outside the map", 1: "< 25% of its max", 2: "25-50%", 3: "50-75%", 4: ">= 75% of its max"}
 
