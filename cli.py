@@ -16,8 +16,9 @@ from typing import Any
 
 import fire
 
-from attention_lightning import experiment, registry
-from attention_lightning.experiment import UserError
+from attention_lightning import registry
+from attention_lightning.run import commands
+from attention_lightning.run.plan import UserError
 
 
 def _fail(message: str) -> None:
@@ -49,7 +50,7 @@ def list_() -> None:
 def fit(**flags: Any) -> None:
     """Train --model on --data, then test the best checkpoint; prints test metrics and paths."""
     try:
-        _print_summary(experiment.fit(flags))
+        _print_summary(commands.fit(flags))
     except UserError as e:
         _fail(str(e))
 
@@ -57,7 +58,7 @@ def fit(**flags: Any) -> None:
 def test(**flags: Any) -> None:
     """Test a checkpoint or an export: --ckpt=PATH or --pretrained=DIR [datamodule or trainer flags]."""
     try:
-        _print_summary(experiment.test(flags))
+        _print_summary(commands.test(flags))
     except UserError as e:
         _fail(str(e))
 
@@ -66,7 +67,7 @@ def visualize(**flags: Any) -> None:
     """Draw a checkpoint's (or with --pretrained=DIR an export's) attention: --ckpt=PATH --out=FILE.png|FILE.gif
     [--num_images=8] [--split=val|test]."""
     try:
-        s = experiment.visualize(flags)
+        s = commands.visualize(flags)
     except UserError as e:
         _fail(str(e))
     acc = "" if s["accuracy"] is None else f", accuracy {s['accuracy']:.2f}"
@@ -75,7 +76,7 @@ def visualize(**flags: Any) -> None:
 
 def export(**flags: Any) -> None:
     """Export a checkpoint as a folder that loads without its run: --ckpt=PATH --out=DIR [--overwrite=true]."""
-    from attention_lightning import export as exporting
+    from attention_lightning.run import export as exporting
 
     try:
         s = exporting.export(flags)
@@ -114,7 +115,7 @@ def main() -> None:
     if args and args[0] in ("fit", "test", "visualize", "export") and ("--help" in args or "-h" in args):
         given = dict(a[2:].split("=", 1) for a in args[1:] if a.startswith("--") and "=" in a)
         try:
-            print(experiment.help_text(args[0], {k: v for k, v in given.items() if k in ("model", "data", "config")}))
+            print(commands.help_text(args[0], {k: v for k, v in given.items() if k in ("model", "data", "config")}))
         except UserError as e:
             _fail(str(e))
         return

@@ -1,6 +1,6 @@
 """What every datamodule shares: the loader options, declared once, and the facts a model is built from.
 
-Subclasses take their own options and pass the rest on with ``**kwargs``; ``attention_lightning.flags``
+Subclasses take their own options and pass the rest on with ``**kwargs``; ``attention_lightning.signature``
 follows ``**kwargs`` along the class's MRO, so every inherited option is still a typed flag with its default.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from attention_lightning.facts import DataFacts
-from attention_lightning.flags import conforms, parameters
+from attention_lightning.signature import conforms, parameters
 
 
 class ShardSampler(DistributedSampler):

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from attention_lightning import experiment
-from attention_lightning.experiment import UserError
+from attention_lightning.run import commands as experiment
+from attention_lightning.run.plan import UserError
 from datamodules.tiny_datasets import make_cinic10
 from tiny import tiny_flags
 

@@ -14,10 +14,11 @@ import torch.nn as nn
 import yaml
 from PIL import Image
 
-from attention_lightning import experiment, viz
+from attention_lightning import viz
+from attention_lightning.run import commands as experiment
 from attention_lightning.attention import Attention, cut_batch, draw_attention, first_items
-from attention_lightning.callbacks import ACC_KEY, KEY, STEPS_KEY, AttentionLogger, log_run_config, render, run_facts
-from attention_lightning.experiment import UserError
+from attention_lightning.viz.logger import ACC_KEY, KEY, STEPS_KEY, AttentionLogger, log_run_config, render, run_facts
+from attention_lightning.run.plan import UserError
 from tests.tiny import tiny_flags
 
 QUICK = {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1, "limit_test_batches": 0,
@@ -189,7 +190,7 @@ def test_wandb_masks_hold_each_steps_map_as_levels(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from pytorch_lightning.loggers import WandbLogger
 
-    from attention_lightning.callbacks import _to_wandb
+    from attention_lightning.viz.logger import _to_wandb
     from tests.test_viz import fake
 
     offline_run(tmp_path, monkeypatch)
@@ -358,7 +359,7 @@ def test_only_rank_zero_draws(tmp_path):
 def test_png_bytes_decode_to_the_same_pixels():
     import io
 
-    from attention_lightning.callbacks import png_bytes
+    from attention_lightning.viz.files import png_bytes
 
     rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     with Image.open(io.BytesIO(png_bytes(rgb))) as im:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from attention_lightning.runio import AtomicCheckpointIO
+from attention_lightning.run.checkpoints import AtomicCheckpointIO
 
 
 def cross_device_full_disk(monkeypatch):

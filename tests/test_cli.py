@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attention_lightning import experiment, registry
+from attention_lightning import registry
+from attention_lightning.run import commands as experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, str(ROOT / "cli.py")]

@@ -5,8 +5,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from attention_lightning import experiment, registry
-from attention_lightning.experiment import UserError
+from attention_lightning import registry
+from attention_lightning.run import commands as experiment
+from attention_lightning.run.plan import UserError
 
 from tiny import tiny_flags
 

@@ -1,4 +1,4 @@
-"""Export folders (``attention_lightning.export``) and loading them (``attention_lightning.from_pretrained``), offline.
+"""Export folders (``attention_lightning.run.export``) and loading them (``attention_lightning.from_pretrained``), offline.
 
 Models are built straight from the tiny flags (no training) where the weights do not matter; the end-to-end tests
 train a tiny run first and are marked slow.
@@ -14,10 +14,11 @@ import pytest
 import torch
 
 import attention_lightning
-from attention_lightning import experiment, registry
+from attention_lightning import registry
+from attention_lightning.run import commands as experiment
 from attention_lightning.attention import draw_attention, first_items
-from attention_lightning.export import CARD, CONFIG, PICTURE, WEIGHTS, check_out, export, export_model, sha256
-from attention_lightning.pretrained import PretrainedError, from_pretrained
+from attention_lightning.run.export import CARD, CONFIG, PICTURE, WEIGHTS, check_out, export, export_model, sha256
+from attention_lightning.run.pretrained import PretrainedError, from_pretrained
 from tests.tiny import tiny_flags
 
 MODELS = [e.name for e in registry.models()]
@@ -163,7 +164,7 @@ def test_a_failed_export_leaves_the_previous_one(exported, tmp_path, monkeypatch
     folder = shutil.copytree(exported[0], tmp_path / "prev")
     before = {q.name: q.read_bytes() for q in folder.iterdir()}
     p, dm, model, batch = built("cnn")
-    monkeypatch.setattr("attention_lightning.export.model_card", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("attention_lightning.run.export.model_card", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         export_model(model, folder, p.data_name, dm, batch)
     assert {q.name: q.read_bytes() for q in folder.iterdir()} == before
@@ -197,8 +198,8 @@ def test_cli_export_of_a_run_then_test_and_visualize_pretrained(tmp_path, monkey
 
 def test_pham_final_stage_is_exported_and_loads(tmp_path):
     """A checkpoint of an earlier stage of ``--phase=all`` resolves to the final stage's; phase 3 loads."""
-    from attention_lightning.export import resolve_checkpoint
-    from attention_lightning.runs import CKPT_KEY
+    from attention_lightning.run.export import resolve_checkpoint
+    from attention_lightning.run.checkpoints import CKPT_KEY
 
     for k in (1, 2, 3):
         folder = tmp_path / f"runs/pham-cluttered_mnist-phase{k}/version_0/checkpoints"

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from attention_lightning import plan as planning
+from attention_lightning.run import plan as planning
 from benchmarks import fashion_grid as grid
 
 

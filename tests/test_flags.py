@@ -4,7 +4,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from attention_lightning.flags import FlagError, conforms, parameters, route
+from attention_lightning.run.flags import FlagError, route
+from attention_lightning.signature import conforms, parameters
 
 
 def model(lr: float = 1e-3, glimpses: int = 6, core: str = "rnn", sizes: Sequence[int] = (8,), shared: int = 1):

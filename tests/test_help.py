@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from attention_lightning import experiment, registry
-from attention_lightning.help import argument_lines
+from attention_lightning import registry
+from attention_lightning.run import commands as experiment
+from attention_lightning.run.help import argument_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ def test_help_shows_the_preset_in_use(tmp_path):
 
 
 def test_every_command_flag_has_a_type_default_and_meaning():
-    from attention_lightning.help import CLI_MEANINGS
+    from attention_lightning.run.help import CLI_MEANINGS
 
     missing = [f"--{n}" for n in experiment.CLI_FLAGS if n not in CLI_MEANINGS or not CLI_MEANINGS[n][2]]
     assert not missing, f"add these to help.CLI_MEANINGS: {missing}"

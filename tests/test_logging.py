@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 
-from attention_lightning import experiment
+from attention_lightning.run import commands as experiment
 from attention_lightning.models.base import AttentionModel
 
 from tiny import TINY_FLAGS, tiny_flags

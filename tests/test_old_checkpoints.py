@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attention_lightning import experiment
-from attention_lightning.experiment import UserError
+from attention_lightning.run import commands as experiment
+from attention_lightning.run.plan import UserError
 from tests.tiny import tiny_flags
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,9 +4,10 @@ import re
 
 import pytest
 
-from attention_lightning import experiment, registry
+from attention_lightning import registry
+from attention_lightning.run import commands as experiment
 from attention_lightning.facts import MODEL_FACTS, DataFacts
-from attention_lightning.flags import parameters
+from attention_lightning.signature import parameters
 from attention_lightning.models.base import AttentionModel, choices
 from tests.tiny import TINY_FLAGS
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from attention_lightning import experiment, registry
-from attention_lightning.experiment import UserError
+from attention_lightning import registry
+from attention_lightning.run import commands as experiment
+from attention_lightning.run.plan import UserError
 from attention_lightning.models.dham import DHAM
 from tiny import TINY_FLAGS, RankCounts, RankTestCounts, tiny_flags
 

@@ -16,8 +16,8 @@ import torch
 import yaml
 from pytorch_lightning import Callback
 
-from attention_lightning import experiment
-from attention_lightning.experiment import UserError
+from attention_lightning.run import commands as experiment
+from attention_lightning.run.plan import UserError
 from tiny import tiny_flags
 
 ROOT = Path(__file__).resolve().parents[1]

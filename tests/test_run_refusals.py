@@ -15,8 +15,9 @@ import pytest
 import torch
 from pytorch_lightning import Callback
 
-from attention_lightning import experiment, runio, runs
-from attention_lightning.experiment import Interrupted, UserError
+from attention_lightning.run import commands as experiment
+from attention_lightning.run import checkpoints, folders, resume
+from attention_lightning.run.commands import Interrupted, UserError
 from tiny import tiny_flags
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +149,7 @@ def test_corrupt_newest_state_stops_resume_last_naming_the_valid_one(run):
     assert snapshot(root) == before
     shutil.rmtree(newer / "checkpoints")
     with pytest.raises(UserError, match=r"version_1 holds no saved state .* pass --resume=.*version_0"):
-        runs.find_resume(str(root), NAME, "last")
+        resume.find_resume(str(root), NAME, "last")
 
 
 # 5. a resume that fails keeps every metrics row
@@ -311,7 +312,7 @@ def test_write_protected_checkpoints_folder_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(LocalFileSystem, "_open", denied)  # what a write-protected folder does to Lightning's save
     with pytest.raises(PermissionError):
-        runio.AtomicCheckpointIO().save_checkpoint({"a": 1}, tmp_path / "x.ckpt")
+        checkpoints.AtomicCheckpointIO().save_checkpoint({"a": 1}, tmp_path / "x.ckpt")
     with pytest.raises(UserError, match=r"cannot write to .*version_0: permission denied; .*start the run again"):
         experiment.fit(tiny_flags("ram", max_epochs=1, default_root_dir=str(tmp_path)))
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob("*.ckpt"))
@@ -344,7 +345,7 @@ def test_disk_full_hint_names_what_can_be_continued(tmp_path):
     for has_last, expected in ((False, "then start the run again"), (True, "then continue it with --resume=")):
         if has_last:
             torch.save({"global_step": 3}, tmp_path / "checkpoints" / "last.ckpt")
-        with pytest.raises(UserError, match=expected), runs.run_faults(tmp_path):
+        with pytest.raises(UserError, match=expected), folders.run_faults(tmp_path):
             raise OSError(errno.ENOSPC, "No space left on device")
 
 
@@ -360,6 +361,6 @@ def test_hparams_of_a_resumed_run_stay_as_written(run):
 def test_a_second_process_training_in_one_run_folder_is_refused(run):
     root, run_dir = run
     before = snapshot(root)
-    with runs.run_lock(run_dir), pytest.raises(UserError, match=r"version_0 is in use by another process training"):
+    with folders.run_lock(run_dir), pytest.raises(UserError, match=r"version_0 is in use by another process training"):
         experiment.fit(flags_at(root, max_epochs=3, resume="last"))  # the lock stands for a run still training
     assert snapshot(root) == before

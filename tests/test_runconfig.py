@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from attention_lightning import experiment
-from attention_lightning.runconfig import CONFIG_FILE, read_header
+from attention_lightning.run import commands as experiment
+from attention_lightning.run.runconfig import CONFIG_FILE, read_header
 from tests.tiny import tiny_flags
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_a_run_reruns_from_its_config_with_the_same_metrics(tmp_path):
 
 def test_hparams_yaml_is_not_a_preset_but_config_yaml_is(tmp_path):
     """The plan of a config.yaml written for tiny flags routes every key (hparams.yaml holds data_facts, no flag)."""
-    from attention_lightning.runconfig import render, run_config
+    from attention_lightning.run.runconfig import render, run_config
 
     p = experiment.plan({**tiny_flags("cnn"), "logger": "none", "config": None})
     dm = experiment.build_datamodule(p)

@@ -9,9 +9,10 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from attention_lightning import experiment, runio
+from attention_lightning.run import commands as experiment
+from attention_lightning.run import loader
 from attention_lightning.models.base import adam
-from attention_lightning.progress import SteadyBar
+from attention_lightning.run.progress import SteadyBar
 
 
 def test_steady_bar_updates_at_most_once_per_interval_and_at_the_epochs_last_batch(monkeypatch):
@@ -19,7 +20,7 @@ def test_steady_bar_updates_at_most_once_per_interval_and_at_the_epochs_last_bat
     monkeypatch.setattr(TQDMProgressBar, "on_train_batch_end",
                         lambda self, trainer, module, outputs, batch, i: shown.append(i))
     clock = iter([0.0, 0.01, 0.02, 0.2, 0.21, 0.22])
-    monkeypatch.setattr("attention_lightning.progress.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("attention_lightning.run.progress.time.monotonic", lambda: next(clock))
     bar = SteadyBar(interval=0.1)
     bar._train_progress_bar = SimpleNamespace(total=6)
     for i in range(6):
@@ -32,11 +33,11 @@ def test_rng_snapshot_does_not_ask_for_cuda_devices(monkeypatch):
         raise AssertionError("is_available loads NVML on every call once Lightning is imported")
 
     monkeypatch.setattr(torch.cuda, "is_available", refuse)
-    state = runio.rng_state()
+    state = loader.rng_state()
     torch.rand(3)
-    runio.set_rng_state(state)
+    loader.set_rng_state(state)
     again = torch.rand(3)
-    runio.set_rng_state(state)
+    loader.set_rng_state(state)
     assert torch.equal(torch.rand(3), again)
 
 

@@ -1,4 +1,4 @@
-"""Drawing an Attention (viz.py) and `cli.py visualize` for every registered model."""
+"""Drawing an Attention (viz/) and `cli.py visualize` for every registered model."""
 import subprocess
 import sys
 from pathlib import Path
@@ -8,9 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from attention_lightning import experiment, registry, viz
+from attention_lightning import registry, viz
+from attention_lightning.run import commands as experiment
+from attention_lightning.viz import draw, panels
 from attention_lightning.attention import Attention
-from attention_lightning.experiment import UserError
+from attention_lightning.run.plan import UserError
 from tests.tiny import TINY_FLAGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,9 +99,9 @@ def test_box_pixels_at_edges_and_between_them():
 def test_boxes_that_leave_the_image_widen_the_panel_and_show_grey_outside_the_image():
     att = fake("dham", b=1)
     att.boxes = torch.tensor([[[[-1.3, -0.2, 0.2, 1.3]]]])
-    assert viz._limits(att, 0) == pytest.approx(1.3 * 1.03)
+    assert panels._limits(att, 0) == pytest.approx(1.3 * 1.03)
     att.boxes = torch.tensor([[[[-5.0, -5.0, 5.0, 5.0]]]])
-    assert viz._limits(att, 0) == 1.6
+    assert panels._limits(att, 0) == 1.6
     panel = viz.image_panel(np.full((4, 4, 3), 255, np.uint8), lim=2.0, size=160)  # the image spans pixels 40-119
     white = panel.min(-1) == 255
     assert white[40:120, 40:120].all() and white.sum() == 80 * 80
@@ -205,7 +207,7 @@ def test_panels_give_each_image_pixel_whole_pixels_where_that_fits():
 @pytest.mark.parametrize("kind,cols,acc_row", [("dham", 3, 0), ("ram", 1 + 4, 1), ("pham", 1 + 4, 1), ("han", 2, 0)])
 def test_grid_has_a_row_per_image_and_the_panels_of_each_model(kind, cols, acc_row):
     att = fake(kind, b=3)
-    assert len(viz._columns(att)) == cols
+    assert len(draw._columns(att)) == cols
     rgb = np.asarray(viz.attention_grid(att, max_images=2))
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
     p = viz.panel_size(att)
@@ -214,7 +216,7 @@ def test_grid_has_a_row_per_image_and_the_panels_of_each_model(kind, cols, acc_r
     row = viz.TITLE + p + caption + viz.GAP
     assert rgb.shape[0] == 2 * viz.MARGIN + 2 * row + acc_row * (round(0.9 * p) + viz.TITLE)
     first = rgb[viz.MARGIN + viz.TITLE:viz.MARGIN + viz.TITLE + p, viz.MARGIN:viz.MARGIN + p]
-    expected = viz.image_panel(viz._uint8(viz.image_rgb(att.images[:1]))[0], viz._limits(att, 0), size=p)
+    expected = viz.image_panel(panels._uint8(viz.image_rgb(att.images[:1]))[0], panels._limits(att, 0), size=p)
     if att.boxes is None:
         assert np.array_equal(first, expected)  # the overview panel is the image panel
     else:
@@ -243,7 +245,7 @@ def test_fields_with_fewer_steps_than_the_probabilities_still_draw():
     att = fake("ram", b=2, steps=3)
     att.maps = torch.rand(2, 1, 5, 5)  # one map for a 3-step model
     att.boxes = att.boxes[:, :2]      # boxes for 2 of the 3 steps
-    assert viz._columns(att) == [("overview",), ("map", 0)]
+    assert draw._columns(att) == [("overview",), ("map", 0)]
     assert np.asarray(viz.attention_grid(att)).shape[1] == 2 * viz.MARGIN + 2 * (viz.panel_size(att) + viz.GAP) - viz.GAP
     assert len(viz.step_frames(att)) == 3
 
@@ -422,7 +424,7 @@ def test_a_diverged_model_still_draws():
     rgb = np.asarray(viz.attention_grid(att))
     clean = fake("pham", b=2, steps=3)
     assert rgb.shape == np.asarray(viz.attention_grid(clean)).shape
-    lim = viz._limits(att, 0)
+    lim = panels._limits(att, 0)
     p = viz.panel_size(att)
-    panel = viz.image_panel(viz._uint8(viz.image_rgb(att.images[:1]))[0], lim, att.maps[0, 2], att.map_extent, p)
-    assert np.array_equal(panel, viz.image_panel(viz._uint8(viz.image_rgb(att.images[:1]))[0], lim, size=p))
+    panel = viz.image_panel(panels._uint8(viz.image_rgb(att.images[:1]))[0], lim, att.maps[0, 2], att.map_extent, p)
+    assert np.array_equal(panel, viz.image_panel(panels._uint8(viz.image_rgb(att.images[:1]))[0], lim, size=p))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from attention_lightning import experiment
+from attention_lightning.run import commands as experiment
 from benchmarks.probes import vqa_by_question as script
 from tiny import tiny_flags
 

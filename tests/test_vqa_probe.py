@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from attention_lightning.plan import build_datamodule, build_model, load_config, plan
+from attention_lightning.run.plan import build_datamodule, build_model, load_config, plan
 from benchmarks.probes import vqa_probe as probe
 from datamodules.scenes import Scene, Scenes
 

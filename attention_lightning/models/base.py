@@ -32,7 +32,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..attention import Attention
-from ..flags import conforms, parameters
+from ..signature import conforms, parameters
 from .train_log import Key, TrainLog, TrainLogFlush
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from attention_lightning import registry
 from attention_lightning.facts import DataFacts
-from attention_lightning.flags import FlagError, parameters, route
+from attention_lightning.run.flags import FlagError, route
+from attention_lightning.signature import parameters
 from datamodules.base import argument_docs
 from datamodules.cluttered_mnist import ClutteredMNIST
 from datamodules.tiny_datasets import make_cifar10, make_cinic10, make_svhn, make_tiny_imagenet

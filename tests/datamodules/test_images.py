@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from attention_lightning import registry
-from attention_lightning.flags import parameters
+from attention_lightning.signature import parameters
 from datamodules.base import DatasetError
 from datamodules.cifar import CIFAR10, CIFAR100
 from datamodules.folders import CINIC10, TinyImageNet
@@ -470,7 +470,7 @@ def test_flags_do_not_collide_with_models_or_trainer(name):
 
 def test_fit_runs_on_the_fixtures(tmp_path):
     """DHAM takes in_channels / num_classes from the datamodule and trains a step on each folder source."""
-    from attention_lightning import experiment
+    from attention_lightning.run import commands as experiment
 
     root = make_cinic10(tmp_path, per_class=1)
     tiny = make_tiny_imagenet(tmp_path, n_classes=3, per_class=2)

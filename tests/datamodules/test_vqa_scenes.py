@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from attention_lightning import experiment
+from attention_lightning.run import commands as experiment
 from attention_lightning.batches import VQABatch
 from attention_lightning.facts import DataFacts
 from datamodules.scenes import COLOURS, QTYPES, SHAPES, SIZES, Scene, SceneGenerator

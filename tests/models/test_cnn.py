@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from attention_lightning import experiment, registry
+from attention_lightning import registry
+from attention_lightning.run import commands as experiment
 from attention_lightning.models.base import build_model
 from attention_lightning.models.cnn import CNN
 from tests.tiny import tiny_flags

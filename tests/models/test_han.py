@@ -3,7 +3,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from attention_lightning import experiment
+from attention_lightning.run import commands as experiment
 from attention_lightning.attention import Attention
 from attention_lightning.models.han import HAN, QTYPE_NAMES, FlatHead, PairHead
 from attention_lightning.nn.selection import pack_cells, presence
@@ -434,7 +434,7 @@ def test_the_vqa_presets_and_their_documented_baselines_build(preset, extra):
     """The presets' comments give these flags for the baselines and the previous presets: each must build."""
     from pathlib import Path
 
-    from attention_lightning.plan import build_datamodule, build_model, plan
+    from attention_lightning.run.plan import build_datamodule, build_model, plan
 
     config = Path(__file__).resolve().parents[2] / "configs" / f"{preset}.yaml"
     p = plan({"config": str(config), **extra})

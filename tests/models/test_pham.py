@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attention_lightning import experiment
+from attention_lightning.run import commands as experiment
 from attention_lightning.models.pham import PHAM
 from attention_lightning.models.base import ConfigError
 from attention_lightning.nn.grid_glimpse import all_glimpses, glimpses_at

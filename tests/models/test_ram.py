@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from attention_lightning import experiment
+from attention_lightning.run import commands as experiment
 from attention_lightning.models.ram import RAM
 from attention_lightning.nn.glimpse import glimpse
 

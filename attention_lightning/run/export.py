@@ -8,7 +8,7 @@
                         their budget and seed, the command, its attention picture and its limitations
     attention.png       what the model looked at on the first items of the data's test split
 
-``attention_lightning.from_pretrained`` (``pretrained.py``) loads it, after checking every file against its sha256.
+``attention_lightning.from_pretrained`` (``run/pretrained.py``) loads it, after checking every file against its sha256.
 """
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from . import registry
-from .flags import coerce, parameters
-from .models.base import choices
-from .plan import UserError, build_datamodule, plan, user_errors
+from .. import registry
+from ..models.base import choices
+from ..signature import parameters
+from .plan import UserError, build_datamodule, own_value, plan, user_errors
 from .runconfig import CONFIG_FILE, command_line, plain, read_header
-from .runs import CKPT_KEY, checkpoint_meta, load_model, run_dir_of
+from .checkpoints import CKPT_KEY, checkpoint_meta, load_model
+from .folders import run_dir_of
 
 FORMAT = "attention-lightning-export/1"
 WEIGHTS, CONFIG, CARD, PICTURE = "model.safetensors", "config.json", "README.md", "attention.png"
@@ -223,8 +224,8 @@ def export_model(model: pl.LightningModule, out: str | Path, data_name: str, dm:
     from for the card: checkpoint, run_dir, command, metrics, seed, budget, note."""
     from safetensors.torch import save_model
 
-    from . import viz
-    from .attention import draw_attention
+    from .. import viz
+    from ..attention import draw_attention
 
     out = Path(out)
     run = dict(run or {})
@@ -335,23 +336,17 @@ def model_card(config: Mapping[str, Any], run: Mapping[str, Any], with_picture: 
 
 def export(flags: Mapping[str, Any]) -> dict[str, Any]:
     """``cli.py export --ckpt=PATH --out=DIR [--overwrite=true] [--num_images=8] [--split=test] [data flags]``."""
-    from .attention import first_items
+    from ..attention import first_items
 
     flags = dict(flags)
     given = dict(flags)
     ckpt, out = flags.pop("ckpt", None), flags.pop("out", None)
-    overwrite = coerce(flags.pop("overwrite", False), bool)
-    num_images, split = flags.pop("num_images", 8), str(flags.pop("split", "test"))
+    own = {name: flags.pop(name) for name in ("overwrite", "num_images", "split") if name in flags}
     if not ckpt:
         raise UserError("export needs --ckpt=PATH (a .ckpt file or a run folder, e.g. runs/dham-cluttered_mnist)")
     if not out:
         raise UserError("export needs --out=DIR (a new folder, or a previous export to replace)")
-    if not isinstance(overwrite, bool):
-        raise UserError(f"--overwrite={overwrite!r} must be true or false")
-    if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
-        raise UserError(f"--num_images={num_images!r} must be an integer >= 1")
-    if split not in ("val", "test"):
-        raise UserError(f"--split={split!r} is not drawable; use --split=val or --split=test")
+    overwrite, num_images, split = (own_value("export", name, own) for name in ("overwrite", "num_images", "split"))
     path, note = resolve_checkpoint(str(ckpt))
     check_out(Path(str(out)), overwrite, path)
     saved = checkpoint_meta(path)
@@ -360,7 +355,7 @@ def export(flags: Mapping[str, Any]) -> dict[str, Any]:
         raise UserError(f"--ckpt={ckpt} was written by model {meta['model']!r}, not {flags['model']!r}; drop --model")
     data_flags = meta["data_kwargs"] if flags.get("data", meta["data"]) == meta["data"] else {}
     p = plan({"model": meta["model"], "data": meta["data"], **data_flags, "logger": "none", **flags}, command="export")
-    pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
+    pl.seed_everything(p.resolved["seed"], workers=True, verbose=False)
     dm = build_datamodule(p)
     model = load_model(p, path)
     with user_errors():

@@ -5,37 +5,15 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
-from collections.abc import Mapping
 
-from .flags import describe
+from ..signature import describe
+from .flags import COMMANDS, Flag
 
-CLI_MEANINGS = {  # the CLI's own flags (see plan.COMMAND_FLAGS)
-    "model": ("str", "dham", "registered model (python cli.py list)"),
-    "data": ("str", "cluttered_mnist", "registered datamodule (python cli.py list)"),
-    "config": ("str", None, "a preset: flat YAML of flag values (configs/*.yaml); flags given override it"),
-    "seed": ("int", 0, "seed of every RNG (weights, data order, train items)"),
-    "resume": ("str", None, "continue a run: last (the newest state of the newest run) or a .ckpt path"),
-    "logger": ("str", "csv", "csv | tensorboard | wandb | none"),
-    "run_name": ("str", "<model>-<data>", "run folder name under --default_root_dir"),
-    "viz_every_n_steps": ("int", 500, "log attention pictures every n training steps"),
-    "viz_images": ("int", 8, "images per attention picture (0: none)"),
-    "checkpoint_every_n_minutes": ("float", 10, "write last.ckpt mid-epoch every n minutes (0: off)"),
-    "checkpoint_every_n_steps": ("int", 0, "write last.ckpt mid-epoch every n steps (0: off)"),
-    "compile": ("bool", False, "compile each model's training computation with torch.compile (checkpoints load without it)"),
-    "ckpt": ("str", None, "the checkpoint to load"),
-    "out": ("str", None, "picture to write: .png, .jpg, .pdf, .svg, or .gif (one frame per step)"),
-    "num_images": ("int", 8, "images to draw"),
-    "split": ("str", "val", "val | test"),
-    "pretrained": ("str", None, "an export folder (python cli.py export) or Hub repo id to load instead of --ckpt"),
-    "overwrite": ("bool", False, "replace a non-empty --out that holds no previous export"),
-}
-COMMAND_MEANINGS = {  # where a flag means something else for one command
-    ("export", "ckpt"): ("str", None, "the checkpoint to export, or a run folder (its best, else last, checkpoint)"),
-    ("export", "out"): ("str", None, "the folder to write: model.safetensors, config.json, README.md, attention.png"),
-    ("export", "num_images"): ("int", 8, "images in the card's attention picture"),
-    ("export", "split"): ("str", "test", "val | test: the split the attention picture is drawn from"),
-}
+CLI_MEANINGS = {  # name -> (type, default, meaning) of the CLI's own flags, as the first command declaring it has it
+    f.name: (f.kind, f.default if f.shown is None else f.shown, f.meaning)
+    for flags in reversed(COMMANDS.values()) for f in flags}
 
 
 def argument_lines(cls: Any) -> dict[str, str]:
@@ -77,17 +55,17 @@ def _first_sentence(text: str) -> str:
     return text[: m.start() + 1] if m else text
 
 
-def render(command: str, own: list[str], groups: Mapping[str, tuple], preset: str | None = None,
+def render(command: str, own: Sequence[Flag], groups: Mapping[str, tuple], preset: str | None = None,
            preset_values: Mapping[str, Any] | None = None) -> str:
-    """The help text: ``groups`` maps a title to ``(class, {name: inspect.Parameter})``."""
+    """The help text: ``own`` are the command's declared flags, ``groups`` maps a title to
+    ``(class, {name: inspect.Parameter})``."""
     lines = [f"usage: python cli.py {command} [--flag=value ...]"]
     if preset:
         lines.append(f"preset in use: {preset}: " + ", ".join(f"{k}={v}" for k, v in (preset_values or {}).items()))
     lines.append("a flag two groups take is written --model.NAME, --data.NAME or --trainer.NAME")
     lines += ["", "cli:"]
-    for name in own:
-        kind, default, meaning = COMMAND_MEANINGS.get((command, name)) or CLI_MEANINGS.get(name, ("any", None, ""))
-        lines.append(_row(name, kind, default, meaning))
+    for f in own:
+        lines.append(_row(f.name, f.kind, f.default if f.shown is None else f.shown, f.meaning))
     for title, (cls, params) in groups.items():
         meanings = argument_lines(cls)
         lines += ["", f"{title}:"]

@@ -1,39 +1,33 @@
 """Flat flags to a ``Plan``: what a command builds, with which arguments.
 
 Order of precedence for every value: command-line flag > ``--config`` preset > constructor default. Flags
-are routed by name to the model, the datamodule or ``pl.Trainer``; the CLI keeps its own (``COMMAND_FLAGS``).
-Facts of the data source (classes, channels, image size) flow from the datamodule to the model.
+are routed by name to the model, the datamodule or ``pl.Trainer``; the CLI keeps its own (declared in
+``flags.COMMANDS``). Facts of the data source (classes, channels, image size) flow from the datamodule to the
+model. The plan keeps what it worked out: the signatures flags were routed by and every own flag resolved.
 """
 from __future__ import annotations
 
 import contextlib
+import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import yaml
 
-from . import registry
-from .flags import FlagError, coerce, parameters, route
-from .models.base import ConfigError, NonFiniteLossError
+from .. import registry
+from ..models.base import ConfigError, NonFiniteLossError
+from ..signature import parameters
+from .flags import (COMMANDS, LOGGER_KINDS, RECORDED, TRAINER_BUILT, TRAINER_DEFAULTS, Flag, FlagError,
+                    declared, own_flags, route)
 
-LOGGERS = ("csv", "tensorboard", "wandb", "none")
-COMMAND_FLAGS = {  # the CLI's own flags, per command (the rest are routed to model, data and Trainer)
-    "fit": ("model", "data", "config", "seed", "resume", "logger", "run_name", "viz_every_n_steps", "viz_images",
-            "checkpoint_every_n_minutes", "checkpoint_every_n_steps", "compile"),
-    "test": ("model", "data", "config", "seed", "ckpt", "pretrained", "logger"),
-    "visualize": ("model", "data", "config", "seed", "ckpt", "pretrained", "out", "num_images", "split", "logger"),
-    "export": ("model", "data", "config", "seed", "ckpt", "out", "overwrite", "num_images", "split", "logger"),
-}
+LOGGERS = typing.get_args(LOGGER_KINDS)
+COMMAND_FLAGS = {command: tuple(f.name for f in flags) for command, flags in COMMANDS.items()}
 CLI_FLAGS = tuple(dict.fromkeys(f for flags in COMMAND_FLAGS.values() for f in flags))
-HINTS = {("fit", "ckpt"): "; to continue a run use --resume=last or --resume=PATH",
-         ("test", "resume"): "; test takes --ckpt=PATH", ("visualize", "resume"): "; visualize takes --ckpt=PATH",
-         ("export", "resume"): "; export takes --ckpt=PATH"}
-TRAINER_MANAGED = ("logger", "callbacks", "enable_checkpointing", "plugins")  # built by runs.make_trainer, not by flag
-DEFAULTS: dict[str, Any] = {"model": "dham", "data": "cluttered_mnist", "seed": 0, "logger": "csv",
-                            "max_epochs": 3, "default_root_dir": "runs"}
+TRAINER_MANAGED = TRAINER_BUILT  # built by trainer.make_trainer, not by flag
+DEFAULTS: dict[str, Any] = {**{f.name: f.default for f in RECORDED}, **TRAINER_DEFAULTS}
 
 
 class UserError(ValueError):
@@ -83,7 +77,9 @@ class Plan:
     model_kwargs: dict[str, Any]
     data_kwargs: dict[str, Any]
     trainer_kwargs: dict[str, Any]
-    cli: dict[str, Any]
+    cli: dict[str, Any]  # the command's own flags given (and model, data, seed, logger), checked
+    resolved: dict[str, Any] = field(default_factory=dict)  # every own flag of the command, defaults filled in
+    signatures: dict[str, dict] = field(default_factory=dict)  # model/data/trainer parameters flags were routed by
 
 
 def signatures(model_cls: type, data_cls: type) -> dict[str, dict]:
@@ -94,16 +90,6 @@ def signatures(model_cls: type, data_cls: type) -> dict[str, dict]:
     }
 
 
-def check_run_name(value: Any) -> str:
-    """A run name is a folder name under ``--default_root_dir``, never a path out of it."""
-    name = str(value)
-    if isinstance(value, bool) or not name.strip() or name in (".", "..") or "/" in name or "\\" in name or \
-            "\0" in name or len(name.encode()) > 255:
-        raise UserError(f"--run_name={value!r} is not a folder name (a name, not a path: no '/', not '.' or '..', "
-                        f"at most 255 bytes); to write elsewhere pass --default_root_dir=DIR")
-    return name
-
-
 def plan(flags: Mapping[str, Any], command: str = "fit") -> Plan:
     for name, value in flags.items():  # fire reads --x= as ''
         if isinstance(value, str) and not value.strip():
@@ -112,32 +98,26 @@ def plan(flags: Mapping[str, Any], command: str = "fit") -> Plan:
     try:
         model_entry = registry.get_model(str(merged["model"]))
         data_entry = registry.get_datamodule(str(merged["data"]))
-        routed, cli = route(merged, signatures(model_entry.cls, data_entry.cls), own=CLI_FLAGS)
+        sigs = signatures(model_entry.cls, data_entry.cls)
+        routed, given = route(merged, sigs, own=CLI_FLAGS)
+        resolved = own_flags(command, given)
     except (registry.RegistryError, FlagError) as e:
         raise UserError(str(e)) from None
-    for name in cli:
-        if name not in COMMAND_FLAGS[command]:
-            owners = [c for c, names in COMMAND_FLAGS.items() if name in names]
-            raise UserError(f"--{name} is a flag of `{'`/`'.join(owners)}`, not of `{command}`"
-                            + HINTS.get((command, name), f"; see `python cli.py {command} --help`"))
-    for name in ("checkpoint_every_n_minutes", "checkpoint_every_n_steps"):
-        value = cli.get(name, 0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
-                name.endswith("steps") and not isinstance(value, int)):
-            raise UserError(f"--{name}={value!r} must be a number >= 0 (0 turns it off)")
-    if "resume" in cli and (not isinstance(cli["resume"], (str, int)) or isinstance(cli["resume"], bool)):
-        raise UserError(f"--resume={cli['resume']!r} needs a value: --resume=last or --resume=PATH of a .ckpt")
-    if cli.get("run_name") is not None:
-        cli["run_name"] = check_run_name(cli["run_name"])
-    if cli["logger"] not in LOGGERS:
-        raise UserError(f"--logger={cli['logger']!r} is not a logger; use one of {', '.join(LOGGERS)}")
-    if not isinstance(cli["seed"], int) or isinstance(cli["seed"], bool):
-        raise UserError(f"--seed={cli['seed']!r} must be an integer")
-    if "compile" in cli:  # fire passes --compile=true as the string 'true'
-        cli["compile"] = coerce(cli["compile"], bool)
-    if not isinstance(cli.get("compile", False), bool):
-        raise UserError(f"--compile={cli['compile']!r} must be true or false")
-    return Plan(model_entry.name, data_entry.name, routed["model"], routed["data"], routed["trainer"], cli)
+    cli = {name: resolved[name] for name in given}
+    return Plan(model_entry.name, data_entry.name, routed["model"], routed["data"], routed["trainer"], cli, resolved,
+                sigs)
+
+
+def own_value(command: str, name: str, flags: dict[str, Any]) -> Any:
+    """``--name`` popped from ``flags`` and checked against its declaration for ``command`` (its default when not
+    given)."""
+    f: Flag = declared(command, name)
+    if name not in flags:
+        return f.default
+    try:
+        return f.value(flags.pop(name))
+    except FlagError as e:
+        raise UserError(str(e)) from None
 
 
 def help_text(command: str, flags: Mapping[str, Any]) -> str:
@@ -154,7 +134,7 @@ def help_text(command: str, flags: Mapping[str, Any]) -> str:
     groups = {f"model ({merged['model']})": (model_cls, sigs["model"]),
               f"data ({merged['data']})": (data_cls, sigs["data"]), "trainer": (pl.Trainer, sigs["trainer"])}
     preset = str(flags["config"]) if flags.get("config") else None
-    return render(command, list(COMMAND_FLAGS[command]), groups, preset, load_config(preset) if preset else None)
+    return render(command, COMMANDS[command], groups, preset, load_config(preset) if preset else None)
 
 
 def build_datamodule(p: Plan) -> pl.LightningDataModule:

@@ -24,22 +24,20 @@ logging attention never changes what a seeded run trains.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
-from . import viz
-from .attention import Attention, cut_batch, draw_attention, first_items
-
-__all__ = ["AttentionLogger", "draw_attention", "first_items", "cut_batch", "log_run_config",
-           "run_facts", "render"]
+from ..attention import Attention, draw_attention, first_items
+from .draw import attention_grid, step_accuracy_figure, step_frames
+from .files import png_bytes, save_gif
+from .panels import subset
+from .wandb_media import wandb_examples, wandb_table
 
 KEY = "attention/images"
 ACC_KEY = "attention/step_accuracy"
@@ -47,38 +45,23 @@ TABLE_KEY = "attention/table"
 STEPS_KEY = "attention/steps"
 
 
-# --- the drawing ----------------------------------------------------------------------------------
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """An (H, W, 3) uint8 picture encoded as PNG: rows unfiltered, zlib level 1 (half the time of Pillow's fastest
-    PNG, which tries every row filter; files about a third larger)."""
-    h, w = rgb.shape[:2]
-    rows = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1)  # filter byte 0 per row
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8-bit RGB, deflate, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
-            + chunk(b"IEND", b""))
-
-
 def render(att: Attention, num_images: int, class_names: Sequence[str] | None,
            wants: Sequence[str]) -> dict[str, Any]:
-    """Draw what ``wants`` names: ``grid`` (RGB array of ``viz.attention_grid``), ``grid_png`` (the same,
-    PNG-encoded), ``accuracy`` (RGB of ``viz.step_accuracy_figure``), ``steps_gif`` (GIF bytes of
-    ``viz.step_frames``)."""
+    """Draw what ``wants`` names: ``grid`` (RGB array of ``attention_grid``), ``grid_png`` (the same,
+    PNG-encoded), ``accuracy`` (RGB of ``step_accuracy_figure``), ``steps_gif`` (GIF bytes of
+    ``step_frames``)."""
     out: dict[str, Any] = {}
     if "grid" in wants or "grid_png" in wants:
-        grid = np.asarray(viz.attention_grid(att, num_images, class_names))  # (H, W, 3)
+        grid = np.asarray(attention_grid(att, num_images, class_names))  # (H, W, 3)
         if "grid" in wants:
             out["grid"] = grid
         if "grid_png" in wants:
             out["grid_png"] = png_bytes(grid)
     if "accuracy" in wants:
-        out["accuracy"] = np.asarray(viz.step_accuracy_figure(att))
+        out["accuracy"] = np.asarray(step_accuracy_figure(att))
     if "steps_gif" in wants:
         gif = io.BytesIO()
-        viz.save_gif(viz.step_frames(att, num_images, class_names), gif)
+        save_gif(step_frames(att, num_images, class_names), gif)
         out["steps_gif"] = gif.getvalue()
     return out
 
@@ -179,7 +162,7 @@ class AttentionLogger(pl.Callback):
         if batch is None:
             return
         self._last_step = step = trainer.global_step
-        att = viz.subset(draw_attention(pl_module, batch, trainer), self.num_images)
+        att = subset(draw_attention(pl_module, batch, trainer), self.num_images)
         names = getattr(trainer.datamodule, "class_names", None) if trainer.datamodule is not None else None
         names = list(names) if names is not None else None
         kinds = {kind for _, kind in sinks}
@@ -225,54 +208,6 @@ class AttentionLogger(pl.Callback):
                                f"attention pictures are off for this run")
                 return None
         return self._batch
-
-
-# --- wandb ---------------------------------------------------------------------------------------
-def wandb_examples(att: Attention, class_names: Sequence[str] | None = None) -> list[Any]:
-    """Each image of ``att`` as a ``wandb.Image`` (enlarged, see ``viz.upscaled_uint8``) with its boxes as
-    overlays (one class per step) and each map as a mask per step, captioned like ``viz.captions``."""
-    import wandb
-
-    rgb = viz.upscaled_uint8(att)  # (B, H', W', 3)
-    text = viz.captions(att, class_names)
-    out = []
-    for i in range(rgb.shape[0]):
-        boxes = {"glimpses": viz.box_overlay(att, i, class_names)} if att.boxes is not None else None
-        masks = None
-        if att.maps is not None:
-            t_maps = att.maps.shape[1]
-            masks = {(att.map_title if t_maps == 1 else f"{att.map_title} step {t + 1}"):
-                     {"mask_data": viz.map_levels(att, i, t, rgb.shape[1], rgb.shape[2]),
-                      "class_labels": dict(viz.MAP_LEVELS)} for t in range(t_maps)}
-        out.append(wandb.Image(rgb[i], caption=text[i], boxes=boxes, masks=masks))
-    return out
-
-
-def wandb_table(att: Attention, class_names: Sequence[str] | None = None) -> Any:
-    """One row per image: the picture with overlays, label, prediction, confidence, correctness, the caption and,
-    for T > 1 steps, the prediction and its probability after each step (columns ``pred@t``, ``conf@t``)."""
-    import wandb
-
-    pred, conf = att.prediction()
-    step_conf, step_pred = att.probs.max(-1)  # (B, T), (B, T)
-    steps = att.steps
-    columns = ["image", "label", "prediction", "confidence", "correct", "caption"]
-    if steps > 1:
-        columns += ["per_step"] + [c for t in range(steps) for c in (f"pred@{t + 1}", f"conf@{t + 1}")]
-    images = wandb_examples(att, class_names)
-    rows = []
-    for i in range(att.images.shape[0]):
-        label = viz._name(int(att.labels[i]), class_names) if att.labels is not None else None
-        correct = bool(pred[i] == att.labels[i]) if att.labels is not None else None
-        caption = att.captions[i] if i < len(att.captions) else ""
-        row = [images[i], label, viz._name(int(pred[i]), class_names), float(conf[i]), correct, caption]
-        if steps > 1:
-            row.append(" > ".join(f"{viz._name(int(step_pred[i, t]), class_names)} ({float(step_conf[i, t]):.0%})"
-                                  for t in range(steps)))
-            for t in range(steps):
-                row += [viz._name(int(step_pred[i, t]), class_names), float(step_conf[i, t])]
-        rows.append(row)
-    return wandb.Table(columns=columns, data=rows)
 
 
 def _to_wandb(lg: Any, att: Attention, names: Sequence[str] | None, step: int, pictures: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
 """The commands behind ``cli.py fit``, ``cli.py test`` and ``cli.py visualize``, from flat flags.
 
-Flags become a ``Plan`` in ``plan``; run folders, resume and checkpoint metadata are in ``runs``. The names
-callers use from here (``plan``, ``build_datamodule``, ``build_model``, ``make_trainer``, ``UserError``, ...)
-are re-exported.
+Flags become a ``Plan`` in ``plan``; run folders, checkpoints, resume and the Trainer are in ``folders``,
+``checkpoints``, ``resume`` and ``trainer``. The names callers use from here (``plan``, ``build_datamodule``,
+``build_model``, ``make_trainer``, ``UserError``, ...) are re-exported.
 """
 from __future__ import annotations
 
@@ -20,13 +20,16 @@ import pytorch_lightning as pl
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import Callback
 
-from . import registry
+from .. import registry
 from .plan import (CLI_FLAGS, COMMAND_FLAGS, DEFAULTS, LOGGERS, Plan, UserError, build_datamodule, build_model,
-                   help_text, load_config, merge_flags, plan, signatures, user_errors)
+                   help_text, load_config, merge_flags, own_value, plan, signatures, user_errors)
+from .checkpoints import CKPT_KEY, LastCheckpoint, checkpoint_meta, load_model
+from .folders import DISK_ERRORS, RunStart, claim_run_folder, remove_failed_start, run_faults, run_lock
+from .loader import TrainStream
+from .resume import Resume, check_resume_weights, check_resume_world, resolve_resume, resume_command
 from .runconfig import RunConfig
-from .runio import DISK_ERRORS, LastCheckpoint, RunStart, StopSignals, StopTraining, TrainStream
-from .runs import (CKPT_KEY, Resume, check_resume_weights, check_resume_world, checkpoint_meta, claim_run_folder, load_model,
-                   make_trainer, remove_failed_start, resolve_resume, resume_command, run_faults, run_lock)
+from .signals import StopSignals, StopTraining
+from .trainer import make_trainer
 
 __all__ = ["CLI_FLAGS", "COMMAND_FLAGS", "DEFAULTS", "LOGGERS", "Interrupted", "Plan", "UserError", "build_datamodule",
            "build_model", "fit", "fit_stages", "help_text", "load_config", "make_trainer", "merge_flags", "plan",
@@ -78,7 +81,7 @@ def fit_stages(flags: Mapping[str, Any], p: Plan, stages: list[Any],
     with the paper's 20 z samples) cost as much as phase 3's, so evaluation outweighed training on the CPU
     presets. ``python cli.py test --ckpt=...`` tests any stage's checkpoint.
     """
-    name = p.cli.get("run_name") or f"{p.model_name}-{p.data_name}"
+    name = p.resolved["run_name"] or f"{p.model_name}-{p.data_name}"
     done: dict[str, Any] = {}
     summary: dict[str, Any] = {}
     init = None
@@ -108,9 +111,9 @@ def fit(flags: Mapping[str, Any], extra_callbacks: list[Callback] | None = None,
     stage_list = registry.get_model(p.model_name).cls.stages(dict(p.model_kwargs))
     if len(stage_list) > 1:
         return fit_stages(flags, p, stage_list, extra_callbacks)
-    pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
+    pl.seed_everything(p.resolved["seed"], workers=True, verbose=False)
     root = p.trainer_kwargs.pop("default_root_dir", DEFAULTS["default_root_dir"])
-    name = p.cli.get("run_name") or f"{p.model_name}-{p.data_name}"
+    name = p.resolved["run_name"] or f"{p.model_name}-{p.data_name}"
     rank_zero = int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("RANK", "0")) == 0
     signals = StopSignals()
     if SLURMEnvironment.detect():  # a pre-emption during start-up is kept for the first batch boundary
@@ -130,9 +133,9 @@ def _fit(flags: Mapping[str, Any], p: Plan, root: str, name: str, rank_zero: boo
     model = build_model(p, dm)
     if resume is not None:
         check_resume_weights(resume, p, model)
-    if p.cli.get("compile"):
+    if p.resolved["compile"]:
         model.compile_step()
-    stream = TrainStream(dm, p.cli["seed"])
+    stream = TrainStream(dm, p.resolved["seed"])
     fresh = resume is None or resume.run_dir is None
     run_dir = claim_run_folder(root, name) if fresh else resume.run_dir
     start = RunStart(run_dir, None if resume is None else resume.first_row)
@@ -215,7 +218,7 @@ def checkpoint_plan(command: str, flags: dict[str, Any]) -> tuple[Path, Plan]:
             raise UserError(f"{command} takes --ckpt=PATH or --pretrained=DIR, not both")
         from .pretrained import pretrained_plan
         folder, p = pretrained_plan(command, flags)
-        pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
+        pl.seed_everything(p.resolved["seed"], workers=True, verbose=False)
         return folder, p
     ckpt = flags.pop("ckpt", None)
     if not ckpt:
@@ -230,7 +233,7 @@ def checkpoint_plan(command: str, flags: dict[str, Any]) -> tuple[Path, Plan]:
                         f"drop --model or pass --model={meta['model']}")
     p = plan({"model": meta["model"], "data": meta["data"], **meta["data_kwargs"], "logger": "none", **flags},
              command=command)
-    pl.seed_everything(p.cli["seed"], workers=True, verbose=False)
+    pl.seed_everything(p.resolved["seed"], workers=True, verbose=False)
     return path, p
 
 
@@ -263,18 +266,16 @@ def test(flags: Mapping[str, Any]) -> dict[str, Any]:
 def visualize(flags: Mapping[str, Any]) -> dict[str, Any]:
     """Draw ``--num_images`` images of the ``--split`` (val|test) of ``--ckpt``'s datamodule with its attention
     into ``--out``: a picture (.png, .jpg, .pdf, .svg) of every step, or a .gif with one frame per step."""
-    from . import viz
-    from .callbacks import draw_attention, first_items
+    from .. import viz
+    from ..attention import draw_attention, first_items
 
     flags = dict(flags)
-    out, num_images, split = flags.pop("out", None), flags.pop("num_images", 8), str(flags.pop("split", "val"))
+    given = {name: flags.pop(name) for name in ("out", "num_images", "split") if name in flags}
     ckpt, p = checkpoint_plan("visualize", flags)
+    out = given.get("out")
     if not out:
         raise UserError("visualize needs --out=FILE.png (or FILE.gif for one frame per step)")
-    if split not in ("val", "test"):
-        raise UserError(f"--split={split!r} is not drawable; use --split=val or --split=test")
-    if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
-        raise UserError(f"--num_images={num_images!r} must be an integer >= 1")
+    split, num_images = own_value("visualize", "split", given), own_value("visualize", "num_images", given)
     try:
         viz.check_output(out)
     except ValueError as e:

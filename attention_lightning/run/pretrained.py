@@ -1,4 +1,4 @@
-"""Load an exported model (``export.py``) from a folder or a Hugging Face Hub repository, without its run.
+"""Load an exported model (``run/export.py``) from a folder or a Hugging Face Hub repository, without its run.
 
     model = attention_lightning.from_pretrained("exports/dham-mnist")        # a folder
     model = attention_lightning.from_pretrained("someone/dham-mnist")        # a Hub repo id (fetched once, cached)
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from . import registry
+from .. import registry
 from .export import CONFIG, FORMAT, WEIGHTS, config_digest, sha256
 from .plan import Plan, UserError, plan
 

@@ -25,8 +25,8 @@ import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.callbacks import Callback
 
-from .facts import MODEL_FACTS
-from .flags import parameters
+from ..facts import MODEL_FACTS
+from ..signature import parameters
 from .plan import CLI_FLAGS, TRAINER_MANAGED, Plan, signatures
 
 CONFIG_FILE = "config.yaml"
@@ -121,7 +121,7 @@ def run_config(p: Plan, model: pl.LightningModule, dm: pl.LightningDataModule | 
 
 
 def registry_data(name: str) -> type:
-    from . import registry
+    from .. import registry
 
     return registry.get_datamodule(name).cls
 
