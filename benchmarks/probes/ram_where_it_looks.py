@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from attention_lightning.experiment import build_datamodule, checkpoint_plan, load_trained
+from attention_lightning.run.commands import checkpoint_plan, load_trained
+from attention_lightning.run.plan import build_datamodule
 
 
 @torch.no_grad()
