@@ -28,7 +28,8 @@ def test_ci_runs_readme_commands_verbatim():
 def test_a_newcomer_finds_the_essentials_on_the_first_screens():
     head = "\n".join(README.splitlines()[:80])
     assert "pip install" in head and "python cli.py fit" in head  # install and the main job
-    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", head)
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)|<img src=\"([^\"]+)\"", head)
+    pictures = [next(p for p in found if p) for found in pictures]
     assert pictures, "README's first 80 lines show no attention picture"
     for path in pictures:
         assert (ROOT / path).stat().st_size < 200_000, f"{path} is over 200 KB"
@@ -36,6 +37,6 @@ def test_a_newcomer_finds_the_essentials_on_the_first_screens():
 
 
 def test_every_picture_the_readme_shows_exists():
-    for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)|\[picture\]\(([^)]+)\)", README):
+    for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)|\[picture\]\(([^)]+)\)|<img src=\"([^\"]+)\"", README):
         path = next(p for p in path if p)
         assert (ROOT / path).is_file(), path
