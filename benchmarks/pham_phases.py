@@ -20,18 +20,27 @@ several times and reports the medians.
 ``benchmarks/pham_phases.py`` in fresh processes, one after the other, and the table gives both medians and
 the speed-up (DIR's step time over this tree's), phase by phase.
 
+``--interleave`` times the model's own step instead (``loss_terms``, backward, Adam; no Trainer) in one
+long-lived worker process per tree (``benchmarks/pham_step.py``), this tree's and ``--against``'s if given,
+from the same phase-1 weights and images: each of ``--repeats`` rounds asks every worker for ``--steps``
+steps of phase 1, 2 and 3 in turn (the trees' order alternating between rounds), after ``--warmup`` steps
+each. It reports medians of thread CPU time (what a loaded shared machine does not inflate) beside wall time,
+on the first canvas of ``--sizes``, on the CPU.
+
     OMP_NUM_THREADS=1 python -m benchmarks.pham_phases [--sizes=32,64] [--steps=10] [--warmup=3]
         [--repeats=1] [--batch_size=64] [--config=configs/pham_digits32.yaml]
-        [--json=benchmarks/results/pham_phases.json] [--accelerator=cpu] [--against=../old]
+        [--json=benchmarks/results/pham_phases.json] [--accelerator=cpu] [--against=../old] [--interleave]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +129,81 @@ def against(args: argparse.Namespace, other: Path) -> None:
     print(f"wrote {args.json}")
 
 
+def interleave(args: argparse.Namespace) -> None:
+    """Time the model step of this tree (and of ``--against``) in worker processes, round by round."""
+    trees = {"this": ROOT}
+    if args.against:
+        other = Path(args.against).resolve()
+        if not (other / "attention_lightning" / "models" / "pham.py").is_file():
+            raise SystemExit(f"--against={other}: no attention_lightning/models/pham.py there; pass the root of a "
+                             f"source tree of this project (e.g. a worktree of the commit to compare with)")
+        trees["against"] = other
+    size = int(args.sizes.split(",")[0])
+    preset = yaml.safe_load(Path(args.config).read_text())
+    model_kwargs = {k: v for k, v in preset.items()
+                    if k not in RUN_KEYS | DATA_KEYS | {"model", "batch_size", "seed"}}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        flags = phase_flags(Path(args.config), size, args.batch_size, 1, "cpu")
+        weights = save_phase1_weights(flags, Path(tmp) / "phase1.pt")
+        workers = {}
+        for name, tree in trees.items():
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "pham_step.py"), f"--model={json.dumps(model_kwargs)}",
+                   f"--weights={weights}", f"--size={size}", f"--batch_size={args.batch_size}"]
+            workers[name] = subprocess.Popen(cmd, cwd=tree, env={**env, "PYTHONPATH": str(tree)}, text=True,
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            workers[name].stdout.readline()  # ready
+
+        def ask(name: str, phase: int, steps: int) -> dict[str, Any]:
+            w = workers[name]
+            w.stdin.write(f"{phase} {steps}\n")
+            w.stdin.flush()
+            line = w.stdout.readline()
+            if not line:
+                raise SystemExit(f"the worker of {trees[name]} stopped (its error is above)")
+            return json.loads(line)
+
+        times = {(name, k): {"cpu_ms": [], "wall_ms": []} for name in trees for k in PHASES}
+        for name in trees:
+            for k in PHASES:
+                ask(name, k, args.warmup)
+        for r in range(args.repeats):
+            order = list(trees) if r % 2 == 0 else list(trees)[::-1]
+            for k in PHASES:
+                for name in order:
+                    got = ask(name, k, args.steps)
+                    for key in ("cpu_ms", "wall_ms"):
+                        times[name, k][key] += got[key]
+            print(f"round {r + 1}/{args.repeats} done", flush=True)
+        for w in workers.values():
+            w.stdin.close()
+            w.wait()
+    med = {key: {m: statistics.median(v) for m, v in t.items()} for key, t in times.items()}
+    rows = []
+    head = f"{'phase':>5} {'this cpu ms':>11} {'this wall ms':>12}"
+    if args.against:
+        head += f" {'against cpu ms':>14} {'against wall ms':>15} {'cpu speed-up':>12} {'wall speed-up':>13}"
+    print(head + f"   (canvas {size}, batch {args.batch_size}, medians of {args.repeats} x {args.steps} steps)")
+    for k in PHASES:
+        row = {"phase": k, "this_cpu_ms": med["this", k]["cpu_ms"], "this_wall_ms": med["this", k]["wall_ms"]}
+        line = f"{k:>5} {row['this_cpu_ms']:>11.1f} {row['this_wall_ms']:>12.1f}"
+        if args.against:
+            a = med["against", k]
+            row.update(against_cpu_ms=a["cpu_ms"], against_wall_ms=a["wall_ms"],
+                       cpu_speedup=a["cpu_ms"] / row["this_cpu_ms"], wall_speedup=a["wall_ms"] / row["this_wall_ms"])
+            line += (f" {a['cpu_ms']:>14.1f} {a['wall_ms']:>15.1f} {row['cpu_speedup']:>11.2f}x"
+                     f" {row['wall_speedup']:>12.2f}x")
+        rows.append(row)
+        print(line, flush=True)
+    out = {"device": "cpu", "threads": 1, "config": Path(args.config).name, "canvas": size,
+           "batch_size": args.batch_size, "against": str(trees.get("against")), "steps": args.steps,
+           "warmup": args.warmup, "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"),
+           "results": rows, "runs": {f"{n}_phase{k}": t for (n, k), t in times.items()}}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.json}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="32,64", help="comma-separated canvas sides")
@@ -132,7 +216,11 @@ def main() -> None:
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "pham_phases.json"))
     ap.add_argument("--against", default=None,
                     help="another source tree to time in the same run, alternating with this one")
+    ap.add_argument("--interleave", action="store_true",
+                    help="time the model's own step in one worker per tree, round by round, in thread CPU time")
     args = ap.parse_args()
+    if args.interleave:
+        return interleave(args)
     if args.against:
         return against(args, Path(args.against))
     config = Path(args.config)
