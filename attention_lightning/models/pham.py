@@ -273,9 +273,10 @@ class PHAM(AttentionModel):
             eps = self.vae.encoder.noise(h, samples if plan_next else 1)  # (B, S, Z)
             if elbo:
                 seen.append(what.detach())
-            if inline:
-                synth, z, log_q = self.vae(h, eps.shape[1], eps)        # (B, S, N, F) with gradients
-                nll_t, kl_t = self.vae.negative_elbo(synth, z, log_q, torch.stack(seen, 1), torch.stack(cells, 1))
+            if inline:  # the observed cells' features with gradients, every cell's for the lookahead without
+                z, log_q = self.vae.encoder(h, eps.shape[1], eps)       # (B, S, Z), (B, S)
+                guess, synth = self.vae.decoder.cells_and_map(z.to(h.dtype), torch.stack(cells, 1))  # (B, S, t|N, F)
+                nll_t, kl_t = self.vae.elbo_terms(guess, z, log_q, torch.stack(seen, 1))
                 nll, kl = nll + nll_t, kl + kl_t
             elif plan_next:  # the argmax passes no gradient: synthesize for the lookahead without a graph
                 with torch.no_grad():

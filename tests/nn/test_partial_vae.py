@@ -239,10 +239,15 @@ def test_elbo_of_all_steps_in_one_pass_equals_the_per_step_sum():
 
 
 def test_decoder_lays_out_cells_row_major_with_features_last():
-    # a seed whose map holds 100*channel + 10*row + col (whatever z is) and a body that passes it through:
-    # output cell n must be row n // gw, column n % gw, with the channels as its features, for any leading dims
+    # a seed whose map holds 100*channel + 10*row + col (whatever z is) and a body that passes it through (its
+    # last layer, a 1x1 conv, the identity): output cell n must be row n // gw, column n % gw, with the channels
+    # as its features, for any leading dims
     dec = FeatureDecoder(latent=4, features=6, grid=(3, 5), channels=6, layers=0)
-    dec.body = torch.nn.Identity()
+    identity = torch.nn.Conv2d(6, 6, 1)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(6)[:, :, None, None])
+        identity.bias.zero_()
+    dec.body = torch.nn.Sequential(identity)
     c, r, q = torch.meshgrid(torch.arange(6), torch.arange(3), torch.arange(5), indexing="ij")
     with torch.no_grad():
         dec.seed.weight.zero_()
@@ -252,5 +257,8 @@ def test_decoder_lays_out_cells_row_major_with_features_last():
     n, f = torch.arange(15)[:, None], torch.arange(6)[None, :]
     expected = (100 * f + 10 * (n // 5) + n % 5).float()  # (N, F)
     assert torch.equal(out, expected.expand(2, 7, 15, 6))
+    # only some cells: (R, S, t, F) in the order asked
+    cells = torch.tensor([[14, 0], [5, 6]])
+    assert torch.equal(dec(torch.randn(2, 3, 4), cells), expected[cells][:, None].expand(2, 3, 2, 6))
 
 
