@@ -73,6 +73,28 @@ def test_flow_equals_zuko_nsf_with_the_same_weights_values_and_gradients():
         torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9)
 
 
+def test_spline_gives_zuko_s_values_bit_for_bit_and_its_gradients_in_float32():
+    # the spline's own call_and_ladj keeps zuko's formulas and their order of operations (shared subexpressions
+    # computed once, knot pairs gathered along the knots' dimension): identical float32 values; the gradients
+    # of a shared subexpression add its uses' contributions in another order, so they agree to rounding
+    from zuko.transforms import MonotonicRQSTransform
+    from attention_lightning.nn.partial_vae import Spline
+
+    g = torch.Generator().manual_seed(2)
+    w, h, d = (2 * torch.randn(7, 1, 9, k, generator=g) for k in (5, 5, 4))  # (B, S, Z, bins) and bins - 1
+    x = 3 * torch.randn(7, 1, 9, generator=g)                                # some beyond the bound 5
+    assert (x.abs() > 5).any()
+    outs = []
+    for call in (Spline.call_and_ladj, MonotonicRQSTransform.call_and_ladj):
+        leaves = [t.clone().requires_grad_() for t in (w, h, d, x)]
+        y, ladj = call(Spline(*leaves[:3], slope=1e-3), leaves[3])
+        (y.sin().sum() + ladj.sum()).backward()
+        outs.append([y, ladj] + [t.grad for t in leaves])
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    for ours, zukos in zip(outs[0][2:], outs[1][2:]):
+        torch.testing.assert_close(ours, zukos, rtol=1e-6, atol=1e-6)
+
+
 def test_masks_formed_once_give_the_same_flow_and_gradients_and_are_dropped_on_exit():
     enc = rough_flow(latent=6, context=3, transforms=2)
     ctx, eps = torch.randn(8, 3), torch.randn(8, 6)
