@@ -25,11 +25,12 @@ long-lived worker process per tree (``benchmarks/pham_step.py``), this tree's an
 from the same phase-1 weights and images: each of ``--repeats`` rounds asks every worker for ``--steps``
 steps of phase 1, 2 and 3 in turn (the trees' order alternating between rounds), after ``--warmup`` steps
 each. It reports medians of thread CPU time (what a loaded shared machine does not inflate) beside wall time,
-on the first canvas of ``--sizes``, on the CPU.
+on the first canvas of ``--sizes``, on the CPU. ``--pieces`` splits this tree's phase-2 step the same way: the
+whole step beside the Partial VAE's flow, its decoder and the decoder's 3x3 convs alone, on the step's B*T rows.
 
     OMP_NUM_THREADS=1 python -m benchmarks.pham_phases [--sizes=32,64] [--steps=10] [--warmup=3]
         [--repeats=1] [--batch_size=64] [--config=configs/pham_digits32.yaml]
-        [--json=benchmarks/results/pham_phases.json] [--accelerator=cpu] [--against=../old] [--interleave]
+        [--json=benchmarks/results/pham_phases.json] [--accelerator=cpu] [--against=../old] [--interleave | --pieces]
 """
 from __future__ import annotations
 
@@ -204,6 +205,70 @@ def interleave(args: argparse.Namespace) -> None:
     print(f"wrote {args.json}")
 
 
+def pieces(args: argparse.Namespace) -> None:
+    """Thread CPU time of this tree's phase-2 step and of its Partial VAE's pieces on the step's B*T rows."""
+    from attention_lightning.models.pham import PHAM
+    torch.set_num_threads(1)
+    size = int(args.sizes.split(",")[0])
+    preset = yaml.safe_load(Path(args.config).read_text())
+    kwargs = {k: v for k, v in preset.items() if k not in RUN_KEYS | DATA_KEYS | {"model", "batch_size", "seed"}}
+    kwargs.update(num_classes=10, in_channels=3, image_size=size)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        path = Path(tmp) / "phase1.pt"
+        torch.save(PHAM(**kwargs, phase=1).state_dict(), path)
+        model = PHAM(**kwargs, phase=2, init_from=str(path))
+        model.setup("fit")
+    model.log = lambda *a, **k: None  # no Trainer
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    b, steps, vae = args.batch_size, model.hparams.steps, model.vae
+    images, labels = torch.rand(b, 3, size, size), torch.randint(0, 10, (b,))
+    rows = b * steps
+    h, eps, z = torch.randn(rows, model.rnn.hidden), torch.randn(rows, 1, vae.latent), torch.randn(rows, 1, vae.latent)
+    cells = torch.stack([torch.randperm(model.grid.cells)[:steps] for _ in range(rows)])  # (B*T, T)
+    convs = [m for m in vae.decoder.body if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    maps = [torch.randn(rows, m.in_channels, *model.grid.shape).contiguous(memory_format=torch.channels_last)
+            .requires_grad_() for m in convs]
+
+    def step() -> None:
+        terms, _ = model.loss_terms((images, labels), "train")
+        opt.zero_grad()
+        sum(terms.values()).backward()
+        opt.step()
+
+    def flow() -> None:
+        with vae.encoder.masks_applied():
+            z, log_q = vae.encoder(h, 1, eps)
+        (z.sum() + log_q.sum()).backward()
+
+    def conv3x3() -> None:
+        for m, x in zip(convs, maps):
+            m(x).sum().backward()
+
+    parts = {"phase-2 step": step, f"flow, {rows} rows": flow,
+             f"decoder, {rows} rows": lambda: vae.decoder(z, cells).sum().backward(),
+             "  of which its 3x3 convs": conv3x3}
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for _ in range(args.warmup):
+        for f in parts.values():
+            f()
+    for _ in range(args.repeats):  # interleaved: each round times every piece once
+        for k, f in parts.items():
+            c = time.thread_time()
+            f()
+            times[k].append(1e3 * (time.thread_time() - c))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"thread CPU ms, medians of {args.repeats} rounds (canvas {size}, batch {b}, {Path(args.config).name})")
+    for k, v in med.items():
+        print(f"{k:>26} {v:8.1f}  {v / med['phase-2 step']:5.0%}")
+    out = {"device": "cpu", "threads": 1, "config": Path(args.config).name, "canvas": size, "batch_size": b,
+           "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"), "median_cpu_ms": med, "runs_cpu_ms": times}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.json}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="32,64", help="comma-separated canvas sides")
@@ -218,9 +283,13 @@ def main() -> None:
                     help="another source tree to time in the same run, alternating with this one")
     ap.add_argument("--interleave", action="store_true",
                     help="time the model's own step in one worker per tree, round by round, in thread CPU time")
+    ap.add_argument("--pieces", action="store_true",
+                    help="this tree's phase-2 step beside its flow, decoder and 3x3 convs alone, in thread CPU time")
     args = ap.parse_args()
     if args.interleave:
         return interleave(args)
+    if args.pieces:
+        return pieces(args)
     if args.against:
         return against(args, Path(args.against))
     config = Path(args.config)
