@@ -20,18 +20,28 @@ several times and reports the medians.
 ``benchmarks/pham_phases.py`` in fresh processes, one after the other, and the table gives both medians and
 the speed-up (DIR's step time over this tree's), phase by phase.
 
+``--interleave`` times the model's own step instead (``loss_terms``, backward, Adam; no Trainer) in one
+long-lived worker process per tree (``benchmarks/pham_step.py``), this tree's and ``--against``'s if given,
+from the same phase-1 weights and images: each of ``--repeats`` rounds asks every worker for ``--steps``
+steps of phase 1, 2 and 3 in turn (the trees' order alternating between rounds), after ``--warmup`` steps
+each. It reports medians of thread CPU time (what a loaded shared machine does not inflate) beside wall time,
+on the first canvas of ``--sizes``, on the CPU. ``--pieces`` splits this tree's phase-2 step the same way: the
+whole step beside the Partial VAE's flow, its decoder and the decoder's 3x3 convs alone, on the step's B*T rows.
+
     OMP_NUM_THREADS=1 python -m benchmarks.pham_phases [--sizes=32,64] [--steps=10] [--warmup=3]
         [--repeats=1] [--batch_size=64] [--config=configs/pham_digits32.yaml]
-        [--json=benchmarks/results/pham_phases.json] [--accelerator=cpu] [--against=../old]
+        [--json=benchmarks/results/pham_phases.json] [--accelerator=cpu] [--against=../old] [--interleave | --pieces]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +130,145 @@ def against(args: argparse.Namespace, other: Path) -> None:
     print(f"wrote {args.json}")
 
 
+def interleave(args: argparse.Namespace) -> None:
+    """Time the model step of this tree (and of ``--against``) in worker processes, round by round."""
+    trees = {"this": ROOT}
+    if args.against:
+        other = Path(args.against).resolve()
+        if not (other / "attention_lightning" / "models" / "pham.py").is_file():
+            raise SystemExit(f"--against={other}: no attention_lightning/models/pham.py there; pass the root of a "
+                             f"source tree of this project (e.g. a worktree of the commit to compare with)")
+        trees["against"] = other
+    size = int(args.sizes.split(",")[0])
+    preset = yaml.safe_load(Path(args.config).read_text())
+    model_kwargs = {k: v for k, v in preset.items()
+                    if k not in RUN_KEYS | DATA_KEYS | {"model", "batch_size", "seed"}}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as tmp:
+        flags = phase_flags(Path(args.config), size, args.batch_size, 1, "cpu")
+        weights = save_phase1_weights(flags, Path(tmp) / "phase1.pt")
+        workers = {}
+        for name, tree in trees.items():
+            cmd = [sys.executable, str(ROOT / "benchmarks" / "pham_step.py"), f"--model={json.dumps(model_kwargs)}",
+                   f"--weights={weights}", f"--size={size}", f"--batch_size={args.batch_size}"]
+            workers[name] = subprocess.Popen(cmd, cwd=tree, env={**env, "PYTHONPATH": str(tree)}, text=True,
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            workers[name].stdout.readline()  # ready
+
+        def ask(name: str, phase: int, steps: int) -> dict[str, Any]:
+            w = workers[name]
+            w.stdin.write(f"{phase} {steps}\n")
+            w.stdin.flush()
+            line = w.stdout.readline()
+            if not line:
+                raise SystemExit(f"the worker of {trees[name]} stopped (its error is above)")
+            return json.loads(line)
+
+        times = {(name, k): {"cpu_ms": [], "wall_ms": []} for name in trees for k in PHASES}
+        for name in trees:
+            for k in PHASES:
+                ask(name, k, args.warmup)
+        for r in range(args.repeats):
+            order = list(trees) if r % 2 == 0 else list(trees)[::-1]
+            for k in PHASES:
+                for name in order:
+                    got = ask(name, k, args.steps)
+                    for key in ("cpu_ms", "wall_ms"):
+                        times[name, k][key] += got[key]
+            print(f"round {r + 1}/{args.repeats} done", flush=True)
+        for w in workers.values():
+            w.stdin.close()
+            w.wait()
+    med = {key: {m: statistics.median(v) for m, v in t.items()} for key, t in times.items()}
+    rows = []
+    head = f"{'phase':>5} {'this cpu ms':>11} {'this wall ms':>12}"
+    if args.against:
+        head += f" {'against cpu ms':>14} {'against wall ms':>15} {'cpu speed-up':>12} {'wall speed-up':>13}"
+    print(head + f"   (canvas {size}, batch {args.batch_size}, medians of {args.repeats} x {args.steps} steps)")
+    for k in PHASES:
+        row = {"phase": k, "this_cpu_ms": med["this", k]["cpu_ms"], "this_wall_ms": med["this", k]["wall_ms"]}
+        line = f"{k:>5} {row['this_cpu_ms']:>11.1f} {row['this_wall_ms']:>12.1f}"
+        if args.against:
+            a = med["against", k]
+            row.update(against_cpu_ms=a["cpu_ms"], against_wall_ms=a["wall_ms"],
+                       cpu_speedup=a["cpu_ms"] / row["this_cpu_ms"], wall_speedup=a["wall_ms"] / row["this_wall_ms"])
+            line += (f" {a['cpu_ms']:>14.1f} {a['wall_ms']:>15.1f} {row['cpu_speedup']:>11.2f}x"
+                     f" {row['wall_speedup']:>12.2f}x")
+        rows.append(row)
+        print(line, flush=True)
+    out = {"device": "cpu", "threads": 1, "config": Path(args.config).name, "canvas": size,
+           "batch_size": args.batch_size, "against": str(trees.get("against")), "steps": args.steps,
+           "warmup": args.warmup, "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"),
+           "results": rows, "runs": {f"{n}_phase{k}": t for (n, k), t in times.items()}}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.json}")
+
+
+def pieces(args: argparse.Namespace) -> None:
+    """Thread CPU time of this tree's phase-2 step and of its Partial VAE's pieces on the step's B*T rows."""
+    from attention_lightning.models.pham import PHAM
+    torch.set_num_threads(1)
+    size = int(args.sizes.split(",")[0])
+    preset = yaml.safe_load(Path(args.config).read_text())
+    kwargs = {k: v for k, v in preset.items() if k not in RUN_KEYS | DATA_KEYS | {"model", "batch_size", "seed"}}
+    kwargs.update(num_classes=10, in_channels=3, image_size=size)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        path = Path(tmp) / "phase1.pt"
+        torch.save(PHAM(**kwargs, phase=1).state_dict(), path)
+        model = PHAM(**kwargs, phase=2, init_from=str(path))
+        model.setup("fit")
+    model.log = lambda *a, **k: None  # no Trainer
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    b, steps, vae = args.batch_size, model.hparams.steps, model.vae
+    images, labels = torch.rand(b, 3, size, size), torch.randint(0, 10, (b,))
+    rows = b * steps
+    h, eps, z = torch.randn(rows, model.rnn.hidden), torch.randn(rows, 1, vae.latent), torch.randn(rows, 1, vae.latent)
+    cells = torch.stack([torch.randperm(model.grid.cells)[:steps] for _ in range(rows)])  # (B*T, T)
+    convs = [m for m in vae.decoder.body if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    maps = [torch.randn(rows, m.in_channels, *model.grid.shape).contiguous(memory_format=torch.channels_last)
+            .requires_grad_() for m in convs]
+
+    def step() -> None:
+        terms, _ = model.loss_terms((images, labels), "train")
+        opt.zero_grad()
+        sum(terms.values()).backward()
+        opt.step()
+
+    def flow() -> None:
+        with vae.encoder.masks_applied():
+            z, log_q = vae.encoder(h, 1, eps)
+        (z.sum() + log_q.sum()).backward()
+
+    def conv3x3() -> None:
+        for m, x in zip(convs, maps):
+            m(x).sum().backward()
+
+    parts = {"phase-2 step": step, f"flow, {rows} rows": flow,
+             f"decoder, {rows} rows": lambda: vae.decoder(z, cells).sum().backward(),
+             "  of which its 3x3 convs": conv3x3}
+    times: dict[str, list[float]] = {k: [] for k in parts}
+    for _ in range(args.warmup):
+        for f in parts.values():
+            f()
+    for _ in range(args.repeats):  # interleaved: each round times every piece once
+        for k, f in parts.items():
+            c = time.thread_time()
+            f()
+            times[k].append(1e3 * (time.thread_time() - c))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"thread CPU ms, medians of {args.repeats} rounds (canvas {size}, batch {b}, {Path(args.config).name})")
+    for k, v in med.items():
+        print(f"{k:>26} {v:8.1f}  {v / med['phase-2 step']:5.0%}")
+    out = {"device": "cpu", "threads": 1, "config": Path(args.config).name, "canvas": size, "batch_size": b,
+           "repeats": args.repeats, "date": time.strftime("%Y-%m-%d"), "median_cpu_ms": med, "runs_cpu_ms": times}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.json}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="32,64", help="comma-separated canvas sides")
@@ -132,7 +281,15 @@ def main() -> None:
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "pham_phases.json"))
     ap.add_argument("--against", default=None,
                     help="another source tree to time in the same run, alternating with this one")
+    ap.add_argument("--interleave", action="store_true",
+                    help="time the model's own step in one worker per tree, round by round, in thread CPU time")
+    ap.add_argument("--pieces", action="store_true",
+                    help="this tree's phase-2 step beside its flow, decoder and 3x3 convs alone, in thread CPU time")
     args = ap.parse_args()
+    if args.interleave:
+        return interleave(args)
+    if args.pieces:
+        return pieces(args)
     if args.against:
         return against(args, Path(args.against))
     config = Path(args.config)

@@ -15,12 +15,9 @@ glimpses; 3) everything, EIG glimpses, ELBO + ``ccebal`` x cross-entropy. Phases
 
 Speed (``benchmarks/pham_phases.py``): phases 2 and 3 spend most of their time in the Partial VAE,
 run on B x T rows per step: the decoder's 3x3 convs over the grid, forward and backward, and the flow. The
-paper-size presets therefore set ``decoder_channels`` to feature_size // 2 (the model's default stays
-feature_size, so checkpoints written before keep loading): at the paper's sizes 8.4M instead of 31M
-multiply-adds per decoded row. Short learning check (digits32 sizes with 4 decoder layers, width 32 vs 64,
-seeds 0 and 1, one epoch per phase, 500 validation images): phase-2 validation NLL 8.64 vs 9.58 (the narrower
-lower on both seeds); phase-3 EIG accuracy at t=7 .396 vs .458 (per seed .370 vs .526 and .422 vs .390: paired
-difference -.06 +- .09 s.e., not significant).
+decoder keeps the paper's width (``decoder_channels`` defaults to feature_size; a narrower one is a smaller
+model, not a faster computation). Where the ELBO takes gradients, the decoder's last layer (1x1) runs on the
+observed cells only; the 3x3 convs see every cell, since each GroupNorm pools the whole map.
 
 Validation and test log the accuracy at every step t=1..T for the EIG policy and for a random policy
 on the same weights (``{stage}/acc_eig_t{t}``, ``{stage}/acc_random_t{t}``); ``{stage}/acc`` is the
@@ -217,7 +214,7 @@ class PHAM(AttentionModel):
         wrong = [k for k in needed if state[k].shape != own[k].shape]
         if wrong:
             k = wrong[0]
-            sizes = ("--decoder_channels, --decoder_layers (the paper-size presets set the width to feature_size // 2)"
+            sizes = ("--decoder_channels, --decoder_layers (the width defaults to --feature_size)"
                      if k.startswith("vae.decoder.") else "--feature_size, --hidden_size, --latent_size, ...")
             raise ConfigError(f"--init_from={path}: {k} is {tuple(state[k].shape)}, this model needs {tuple(own[k].shape)}; "
                              f"use the same sizes ({sizes}) as {prev}")
@@ -273,9 +270,10 @@ class PHAM(AttentionModel):
             eps = self.vae.encoder.noise(h, samples if plan_next else 1)  # (B, S, Z)
             if elbo:
                 seen.append(what.detach())
-            if inline:
-                synth, z, log_q = self.vae(h, eps.shape[1], eps)        # (B, S, N, F) with gradients
-                nll_t, kl_t = self.vae.negative_elbo(synth, z, log_q, torch.stack(seen, 1), torch.stack(cells, 1))
+            if inline:  # the observed cells' features with gradients, every cell's for the lookahead without
+                z, log_q = self.vae.encoder(h, eps.shape[1], eps)       # (B, S, Z), (B, S)
+                guess, synth = self.vae.decoder.cells_and_map(z.to(h.dtype), torch.stack(cells, 1))  # (B, S, t|N, F)
+                nll_t, kl_t = self.vae.elbo_terms(guess, z, log_q, torch.stack(seen, 1))
                 nll, kl = nll + nll_t, kl + kl_t
             elif plan_next:  # the argmax passes no gradient: synthesize for the lookahead without a graph
                 with torch.no_grad():

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import zuko
 from torch import Tensor
 from zuko.transforms import MonotonicRQSTransform
+from zuko.utils import broadcast
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -54,6 +55,28 @@ class Spline(MonotonicRQSTransform):
 
         self.horizontal, self.vertical = knots(widths), knots(heights)
         self.derivatives = F.pad(derivatives / (1 + (derivatives / soft).abs()), (1, 1)).exp()  # (..., K + 1)
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """y = spline(x) and log |dy/dx|, elementwise: zuko's formulas in zuko's order of operations (the same
+        values), each shared subexpression (1 - z, z^2, the denominator) computed once, forward and backward."""
+        k = self.searchsorted(self.horizontal, x) - 1                                 # (...) bin of x
+        mask = torch.logical_and(0 <= k, k < self.bins)                                # inside the bound
+        k = k % self.bins
+        # each knot pair (k, k + 1) gathered along the knots' own dimension: the same values as zuko's gathers
+        # from knots broadcast against a leading pair dimension, and a backward without that broadcast's zeros
+        pair, hs, vs, ds = broadcast(torch.stack((k, k + 1), -1), self.horizontal, self.vertical, self.derivatives,
+                                     ignore=1)                                         # (..., 2), (..., K + 1)
+        x0, x1 = hs.gather(-1, pair).unbind(-1)                                        # each (...)
+        y0, y1 = vs.gather(-1, pair).unbind(-1)
+        d0, d1 = ds.gather(-1, pair).unbind(-1)
+        s = (y1 - y0) / (x1 - x0)
+        z = mask * (x - x0) / (x1 - x0)
+        height = y1 - y0
+        one_minus_z, z_sq = 1 - z, z**2
+        denominator = s + (d0 + d1 - 2 * s) * z * one_minus_z
+        y = y0 + height * (s * z_sq + d0 * z * one_minus_z) / denominator
+        jacobian = s**2 * (2 * s * z * one_minus_z + d0 * one_minus_z**2 + d1 * z_sq) / denominator**2
+        return torch.where(mask, y, x), mask * jacobian.log()
 
 
 class FlowEncoder(nn.Module):
@@ -135,13 +158,48 @@ class FeatureDecoder(nn.Module):
         body += [nn.LeakyReLU(), nn.GroupNorm(1, channels), nn.Conv2d(channels, features, 1)]
         self.body = nn.Sequential(*body)
 
-    def forward(self, z: Tensor) -> Tensor:
-        lead = z.shape[:-1]
+    def forward(self, z: Tensor, cells: Tensor | None = None) -> Tensor:
+        """Features (..., N, F) of every cell from z (..., Z); with ``cells``, only those cells' features.
+
+        ``cells`` (R, t) for z (R, S, Z): cell indices per row, shared by its S samples; the result is (R, S, t, F),
+        equal to ``forward(z)`` gathered at those cells. The last layer (a 1x1 conv) then runs on those t cells
+        only, forward and backward; the layers before it see the whole map (their GroupNorms pool all cells).
+        """
+        x = self._trunk(z)
+        return self._all_cells(x, z.shape[:-1]) if cells is None else self._at_cells(x, z, cells)
+
+    def cells_and_map(self, z: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
+        """``forward(z, cells)`` (R, S, t, F) and, computed without gradients, ``forward(z)`` (R, S, N, F).
+
+        One pass for a step that trains on the observed cells and plans with every cell: the last layer's backward
+        covers the t cells only.
+        """
+        x = self._trunk(z)
+        with torch.no_grad():
+            every = self._all_cells(x, z.shape[:-1])
+        return self._at_cells(x, z, cells), every
+
+    def _trunk(self, z: Tensor) -> Tensor:
+        """The feature map (M, Ch, gh, gw) before the last layer, M = z's rows."""
         gh, gw = self.grid
         x = self.seed(z.reshape(-1, z.shape[-1])).view(-1, self.channels, gh, gw)  # (M, Ch, gh, gw)
         # channels-last: on the small maps here (e.g. 7x7) it makes the convs' backward about 1.5x faster on CPU
-        x = self.body(x.contiguous(memory_format=torch.channels_last))             # (M, F, gh, gw)
+        return self.body[:-1](x.contiguous(memory_format=torch.channels_last))     # (M, Ch, gh, gw)
+
+    def _all_cells(self, x: Tensor, lead: torch.Size) -> Tensor:
+        gh, gw = self.grid
+        x = self.body[-1](x)                                                        # (M, F, gh, gw)
         return x.flatten(2).transpose(1, 2).reshape(*lead, gh * gw, self.features)  # (..., N, F)
+
+    def _at_cells(self, x: Tensor, z: Tensor, cells: Tensor) -> Tensor:
+        if z.dim() != 3 or cells.dim() != 2 or z.shape[0] != cells.shape[0]:
+            raise ValueError(f"cells of shape {tuple(cells.shape)} do not match z of shape {tuple(z.shape)}; "
+                             f"pass z (R, S, Z) and cells (R, t)")
+        (rows, samples), t, head = z.shape[:2], cells.shape[1], self.body[-1]     # head: 1x1 conv Ch -> F
+        idx = cells[:, None, None, :].expand(rows, samples, self.channels, t).reshape(-1, self.channels, t)
+        picked = x.flatten(2).gather(2, idx)                                        # (M, Ch, t)
+        out = F.linear(picked.transpose(1, 2), head.weight.flatten(1), head.bias)  # (M, t, F)
+        return out.view(rows, samples, t, self.features)
 
 
 class PartialVAE(nn.Module):
@@ -156,13 +214,15 @@ class PartialVAE(nn.Module):
         self.decoder = FeatureDecoder(latent, features, grid, decoder_channels, decoder_layers)
         self.log_var = nn.Parameter(torch.zeros(()))  # the likelihood's shared log-variance
 
-    def forward(self, h: Tensor, samples: int, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, h: Tensor, samples: int, noise: Tensor | None = None,
+                cells: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Synthesized features (B, S, N, F) of all cells from S samples z (B, S, Z) of q(z | h), and log q (B, S).
 
         ``noise`` (B, S, Z): the standard normal draw behind z (``FlowEncoder.forward``); fresh when None.
+        ``cells`` (B, t): synthesize those cells only, (B, S, t, F) (``FeatureDecoder.forward``).
         """
         z, log_q = self.encoder(h, samples, noise)
-        return self.decoder(z.to(h.dtype)), z, log_q
+        return self.decoder(z.to(h.dtype), cells), z, log_q
 
     def negative_elbo(self, synth: Tensor, z: Tensor, log_q: Tensor, seen: Tensor, cells: Tensor,
                       observed: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -174,8 +234,13 @@ class PartialVAE(nn.Module):
         """
         b, s, _, f = synth.shape
         idx = cells[:, None, :, None].expand(b, s, cells.shape[1], f)                 # (B, S, t, F)
-        guess = synth.gather(2, idx).float()                                           # (B, S, t, F)
-        with _float32(synth.device.type):
+        return self.elbo_terms(synth.gather(2, idx), z, log_q, seen, observed)
+
+    def elbo_terms(self, guess: Tensor, z: Tensor, log_q: Tensor, seen: Tensor,
+                   observed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``negative_elbo`` from the synthesized features ``guess`` (B, S, t, F) of the t cells observed so far."""
+        guess = guess.float()
+        with _float32(guess.device.type):
             sq = (guess - seen.float()[:, None]).pow(2)
             per_value = sq * (-self.log_var).exp() + self.log_var + LOG_2PI            # (B, S, t, F)
             if observed is not None:
@@ -192,7 +257,8 @@ class PartialVAE(nn.Module):
         likelihood covers the cells observed up to and including t: ``cells[:, :t+1]`` (B, T) with true
         content features ``seen[:, :t+1]`` (B, T, F). Equals, up to float rounding, the sum over t of
         ``negative_elbo(*self(h[:, t], S_t, noise[t]), seen[:, :t+1], cells[:, :t+1])``, but runs the
-        flow and the decoder once over B*T rows (steps with the same S_t go together) instead of T times.
+        flow and the decoder once over B*T rows (steps with the same S_t go together) instead of T times, and
+        the decoder's last layer on the episode's T cells only.
         """
         b, steps = cells.shape
         if h.shape[:2] != (b, steps) or len(noise) != steps:
@@ -208,12 +274,11 @@ class PartialVAE(nn.Module):
             k = end - start
             rows = h[:, start:end].reshape(b * k, h.shape[-1])                          # (B*k, H)
             eps = torch.stack(noise[start:end], 1).reshape(b * k, s, -1)               # (B*k, S, Z)
-            synth, z, log_q = self(rows, s, eps)                                        # (B*k, S, N, F)
+            cells_k = cells.repeat_interleave(k, 0)                                     # (B*k, T)
+            guess, z, log_q = self(rows, s, eps, cells_k)                               # (B*k, S, T, F)
             step = torch.arange(start, end, device=cells.device)                       # (k,)
             observed = torch.arange(steps, device=cells.device)[None, :] <= step[:, None]  # (k, T)
-            nll_k, kl_k = self.negative_elbo(
-                synth, z, log_q, seen.repeat_interleave(k, 0), cells.repeat_interleave(k, 0),
-                observed.repeat(b, 1))                                                  # (B*k,) each
+            nll_k, kl_k = self.elbo_terms(guess, z, log_q, seen.repeat_interleave(k, 0), observed.repeat(b, 1))
             nll = nll + nll_k.view(b, k).sum(1)
             kl = kl + kl_k.view(b, k).sum(1)
             start = end

@@ -112,7 +112,7 @@ def test_eig_policy_attends_the_cell_whose_synthesized_features_are_informative(
             return h + torch.nn.functional.pad(f, (0, 16))
 
     class OneCellDecoder(torch.nn.Module):
-        def forward(self, z):
+        def forward(self, z, cells=None):  # planning asks for every cell
             out = torch.zeros(*z.shape[:-1], 49, 16)
             out[..., informative, :8] = 3.0
             return out
@@ -305,7 +305,10 @@ def test_rollout_elbo_equals_the_per_step_reference_with_the_same_z(tmp_path, po
     assert any(k.startswith("vae.encoder.flow") for k in grads) and any(k.startswith("rnn.") for k in grads)
     for k, p in model.named_parameters():
         if p.grad is not None:
-            torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-5, msg=k)
+            # the rollout's ELBO runs the decoder's last layer on the observed cells only (a sum in another order
+            # than the full map's conv): float32 rounding, relative to the largest gradient (~50 in the glimpse CNN)
+            torch.testing.assert_close(grads[k], p.grad, rtol=1e-4, atol=1e-6 * max(1.0, p.grad.abs().max().item()),
+                                       msg=lambda m, k=k: f"{k}: {m}")
 
 
 def test_validation_draws_fewer_z_samples_than_test_and_the_sanity_check_one(tmp_path):

@@ -73,6 +73,28 @@ def test_flow_equals_zuko_nsf_with_the_same_weights_values_and_gradients():
         torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9)
 
 
+def test_spline_gives_zuko_s_values_bit_for_bit_and_its_gradients_in_float32():
+    # the spline's own call_and_ladj keeps zuko's formulas and their order of operations (shared subexpressions
+    # computed once, knot pairs gathered along the knots' dimension): identical float32 values; the gradients
+    # of a shared subexpression add its uses' contributions in another order, so they agree to rounding
+    from zuko.transforms import MonotonicRQSTransform
+    from attention_lightning.nn.partial_vae import Spline
+
+    g = torch.Generator().manual_seed(2)
+    w, h, d = (2 * torch.randn(7, 1, 9, k, generator=g) for k in (5, 5, 4))  # (B, S, Z, bins) and bins - 1
+    x = 3 * torch.randn(7, 1, 9, generator=g)                                # some beyond the bound 5
+    assert (x.abs() > 5).any()
+    outs = []
+    for call in (Spline.call_and_ladj, MonotonicRQSTransform.call_and_ladj):
+        leaves = [t.clone().requires_grad_() for t in (w, h, d, x)]
+        y, ladj = call(Spline(*leaves[:3], slope=1e-3), leaves[3])
+        (y.sin().sum() + ladj.sum()).backward()
+        outs.append([y, ladj] + [t.grad for t in leaves])
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    for ours, zukos in zip(outs[0][2:], outs[1][2:]):
+        torch.testing.assert_close(ours, zukos, rtol=1e-6, atol=1e-6)
+
+
 def test_masks_formed_once_give_the_same_flow_and_gradients_and_are_dropped_on_exit():
     enc = rough_flow(latent=6, context=3, transforms=2)
     ctx, eps = torch.randn(8, 3), torch.randn(8, 6)
@@ -239,10 +261,15 @@ def test_elbo_of_all_steps_in_one_pass_equals_the_per_step_sum():
 
 
 def test_decoder_lays_out_cells_row_major_with_features_last():
-    # a seed whose map holds 100*channel + 10*row + col (whatever z is) and a body that passes it through:
-    # output cell n must be row n // gw, column n % gw, with the channels as its features, for any leading dims
+    # a seed whose map holds 100*channel + 10*row + col (whatever z is) and a body that passes it through (its
+    # last layer, a 1x1 conv, the identity): output cell n must be row n // gw, column n % gw, with the channels
+    # as its features, for any leading dims
     dec = FeatureDecoder(latent=4, features=6, grid=(3, 5), channels=6, layers=0)
-    dec.body = torch.nn.Identity()
+    identity = torch.nn.Conv2d(6, 6, 1)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(6)[:, :, None, None])
+        identity.bias.zero_()
+    dec.body = torch.nn.Sequential(identity)
     c, r, q = torch.meshgrid(torch.arange(6), torch.arange(3), torch.arange(5), indexing="ij")
     with torch.no_grad():
         dec.seed.weight.zero_()
@@ -252,5 +279,8 @@ def test_decoder_lays_out_cells_row_major_with_features_last():
     n, f = torch.arange(15)[:, None], torch.arange(6)[None, :]
     expected = (100 * f + 10 * (n // 5) + n % 5).float()  # (N, F)
     assert torch.equal(out, expected.expand(2, 7, 15, 6))
+    # only some cells: (R, S, t, F) in the order asked
+    cells = torch.tensor([[14, 0], [5, 6]])
+    assert torch.equal(dec(torch.randn(2, 3, 4), cells), expected[cells][:, None].expand(2, 3, 2, 6))
 
 
