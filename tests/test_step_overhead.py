@@ -3,28 +3,40 @@ batch, the fused Adam of CPU runs (same updates as the unfused one)."""
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
-from pytorch_lightning.callbacks import TQDMProgressBar
 
 from attention_lightning import experiment, runio
 from attention_lightning.models.base import adam
 from attention_lightning.progress import SteadyBar
 
 
-def test_steady_bar_updates_at_most_once_per_interval_and_at_the_epochs_last_batch(monkeypatch):
-    shown = []
-    monkeypatch.setattr(TQDMProgressBar, "on_train_batch_end",
-                        lambda self, trainer, module, outputs, batch, i: shown.append(i))
-    clock = iter([0.0, 0.01, 0.02, 0.2, 0.21, 0.22])
+class FakeBar:
+    """A tqdm bar that records what it was asked to show."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.disable, self.n, self.drawn, self.postfix = total, False, 0, [], []
+
+    def set_postfix(self, metrics, refresh: bool = True) -> None:
+        self.postfix.append((self.n, metrics))
+
+    def refresh(self) -> None:
+        self.drawn.append(self.n)
+
+
+def test_steady_bar_redraws_at_most_once_per_interval_and_at_the_epochs_last_batch(monkeypatch):
+    clock = iter([0.0, 0.01, 0.02, 0.2, 0.21, 0.5, 1.3, 1.31])
     monkeypatch.setattr("attention_lightning.progress.time.monotonic", lambda: next(clock))
-    bar = SteadyBar(interval=0.1)
-    bar._train_progress_bar = SimpleNamespace(total=6)
-    for i in range(6):
+    monkeypatch.setattr(SteadyBar, "get_metrics", lambda self, trainer, module: {"loss": 0.5})
+    bar = SteadyBar(interval=0.1, metrics_interval=1.0)
+    bar._train_progress_bar = FakeBar(total=8)
+    for i in range(8):
         bar.on_train_batch_end(None, None, None, None, i)
-    assert shown == [0, 3, 5]  # the first batch, the first after 0.1 s, the last of the epoch
+    # drawn: the first batch, the first after 0.1 s (0.2), 0.5, 1.3 and the last of the epoch
+    assert bar.train_progress_bar.drawn == [1, 4, 6, 7, 8]
+    # the metrics: gathered at the first batch, after 1 s (1.3), and at the epoch's last batch
+    assert [n for n, _ in bar.train_progress_bar.postfix] == [1, 7, 8]
 
 
 def test_rng_snapshot_does_not_ask_for_cuda_devices(monkeypatch):
