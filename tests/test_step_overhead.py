@@ -85,3 +85,15 @@ def test_nvml_probe_dropped_only_where_nvml_does_not_load(monkeypatch):
     monkeypatch.setattr(experiment.ctypes, "CDLL", lambda name: object())  # a driver: Lightning's setting stays
     experiment.cheap_cuda_probe()
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+
+
+def test_a_cpu_batch_for_a_cpu_run_is_passed_on_as_it_is_and_others_are_moved():
+    from attention_lightning.models.ram import RAM
+
+    model = RAM()
+    batch = (torch.rand(2, 1, 28, 28), torch.tensor([3, 4]))
+    assert model.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
+    moved = model.transfer_batch_to_device(batch, torch.device("meta"), 0)  # another device: Lightning's move
+    assert [x.device.type for x in moved] == ["meta", "meta"]
+    nested = {"images": batch[0]}  # not a flat tuple/list of tensors: Lightning's move, same values
+    assert torch.equal(model.transfer_batch_to_device(nested, torch.device("cpu"), 0)["images"], batch[0])

@@ -190,6 +190,14 @@ class AttentionModel(pl.LightningModule):
         """
         self.loss_terms = torch.compile(self.loss_terms)  # type: ignore[method-assign]
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """The batch on ``device``. A tuple or list of CPU tensors for a CPU run is returned as it is: Lightning's
+        walk through it would hand back the same tensors, at a cost paid before every step."""
+        if (device.type == "cpu" and isinstance(batch, (tuple, list))
+                and all(isinstance(x, Tensor) and x.device.type == "cpu" for x in batch)):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "train")
 
