@@ -47,7 +47,7 @@ import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -63,7 +63,8 @@ from torchvision import transforms
 from benchmarks.common import measure_training  # noqa: F401  (common sets the quiet logging)
 from attention_lightning import experiment
 from datamodules.digits import load_embedded
-from benchmarks.overhead import CPU, WALL, Intervals, bare_fit, clocks, plain_step, step_ms, timed_epochs
+from benchmarks.overhead import (CPU, WALL, Guests, Intervals, bare_fit, clocks, endless, plain_step, step_ms,
+                                 timed_epochs)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "ram_mnist.yaml"
@@ -249,46 +250,6 @@ def run_trainer(batch_size: int, steps: int, epochs: int) -> dict[str, Any]:
 
 
 # --- interleaved pairs: the plain loops stepped between the steps of a Trainer ------------------------
-def endless(loader: DataLoader, step: Callable[[Any], None]) -> Iterator[None]:
-    """One training step (its batch's loading included) per ``next``, over as many epochs as asked for."""
-    while True:
-        for batch in loader:
-            step(batch)
-            yield
-
-
-class Guests(pl.Callback):
-    """Times a Trainer's steps (start to start of consecutive training batches) and, at the start of each, runs
-    one step of every guest loop, timed on its own and left out of the Trainer's interval: step i of the
-    Trainer and step i of each guest run back to back, under the same load, as one pair."""
-
-    def __init__(self, guests: dict[str, Iterator[None]]) -> None:
-        self.guests = guests
-        self.pairs: list[list[dict[str, tuple[float, float]]]] = []  # per epoch, per step: variant -> (wall, cpu)
-        self._last: tuple[float, float] | None = None
-        self._pending: dict[str, tuple[float, float]] = {}
-
-    @property
-    def times(self) -> list[list[tuple[float, float]]]:
-        """The host's intervals alone, as ``overhead.Intervals`` keeps them."""
-        return [[p["host"] for p in epoch] for epoch in self.pairs]
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self.pairs.append([])
-        self._last = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        now = clocks()
-        if self._last is not None:
-            self.pairs[-1].append({"host": tuple(b - a for a, b in zip(self._last, now)), **self._pending})
-        self._pending = {}
-        for name, guest in self.guests.items():
-            t0 = clocks()
-            next(guest)
-            self._pending[name] = tuple(b - a for a, b in zip(t0, clocks()))
-        self._last = clocks()
-
-
 def run_paired(host: str, batch_size: int, steps: int, epochs: int) -> list[dict[str, tuple[float, float]]]:
     """``host`` (``trainer`` or ``cli``) with the port's and our plain loop as guests; the pairs of every epoch."""
     guests = {"port": endless(*port_setup(batch_size, steps)), "plain": endless(*plain_setup(batch_size, steps))}
