@@ -2,8 +2,8 @@
 
 Lightning's ``self.log`` costs a few hundred microseconds a call (checks, device moves and bookkeeping of
 its result collection), which was a third of RAM's step at batch 20. ``AttentionModel.log`` hands the
-scalars logged during a training step to a ``TrainLog`` instead: each call only keeps the value; the kept
-values are added, many steps at a time in one vector operation on the device, to running sums weighted by
+scalars logged during a training step to a ``TrainLog`` instead: each call only keeps the value; at the end
+of the step all of them are added, in one vector operation on the device, to running sums weighted by
 batch size (the epoch means); the step values go to Lightning only on the steps its logger writes
 (``log_every_n_steps``), and the epoch means once at the end of the epoch. Keys follow Lightning's naming
 (``name_step``/``name_epoch`` when logged on both, and the plain name for callbacks only), so metrics.csv,
@@ -38,23 +38,14 @@ class Key:
 
 
 class TrainLog:
-    """Scalars of the current training step, and their batch-size-weighted sums over the epoch.
-
-    At the end of a step its values are copied into one vector (one operation: a value may be a view of a
-    tensor that changes later, e.g. a parameter); the vectors are added to the epoch sums many steps at a time
-    (``fold``): every ``fold_every`` values, when the epoch ends and when a checkpoint takes the state.
-    """
-
-    fold_every = 1024
+    """Scalars of the current training step, and their batch-size-weighted sums over the epoch."""
 
     def __init__(self) -> None:
         self.columns: dict[Key, int] = {}
         self.pending: list[tuple[Key, Tensor, int | None]] = []
         self.sums: Tensor | None = None  # (columns,) sum of value x batch size over the epoch, on the device
         self.weights: list[float] = []   # per column, the sum of batch sizes (host numbers: no device work)
-        self._kept: list[Tensor] = []    # per ended step not yet in ``sums``, its values (K,)
-        self._cols: list[int] = []       # the columns of those values, in order
-        self._sizes: list[int] = []      # their batch sizes
+        self._index: dict[tuple[int, ...], Tensor] = {}
 
     def add(self, key: Key, value: Tensor, batch_size: int | None) -> None:
         if value.requires_grad:
@@ -62,12 +53,12 @@ class TrainLog:
         self.pending.append((key, value if value.dim() == 0 else value.reshape(()), batch_size))
 
     def end_step(self, module: pl.LightningModule, batch: Any, emit: bool) -> None:
-        """Keep this step's values for the epoch sums; send them to Lightning if ``emit`` (the logger writes now)."""
+        """Add this step's values to the epoch sums; send them to Lightning if ``emit`` (the logger writes now)."""
         if not self.pending:
             return
         default = None
-        sizes = []
-        for key, value, size in self.pending:
+        cols, sizes = [], []
+        for key, _, size in self.pending:
             col = self.columns.get(key)
             if col is None:
                 col = self.columns[key] = len(self.columns)
@@ -76,12 +67,20 @@ class TrainLog:
                 default = default if default is not None else extract_batch_size(batch)
                 size = default
             self.weights[col] += size
-            self._cols.append(col)
-            self._sizes.append(size)
+            cols.append(col)
             sizes.append(size)
-        self._kept.append(torch.stack([value for _, value, _ in self.pending]))  # (K,)
-        if len(self._cols) >= self.fold_every:
-            self.fold()
+        vals = torch.stack([value for _, value, _ in self.pending]).float()  # (K,)
+        if len(set(sizes)) > 1:
+            vals = vals * torch.tensor(sizes, dtype=vals.dtype, device=vals.device)
+            scale = 1
+        else:
+            scale = sizes[0]
+        idx = self._index.get(tuple(cols))
+        if idx is None or idx.device != vals.device:
+            idx = self._index[tuple(cols)] = torch.tensor(cols, device=vals.device)
+        if self.sums is None or self.sums.shape[0] < len(self.columns) or self.sums.device != vals.device:
+            self.sums = self._grown(vals.device)
+        self.sums.index_add_(0, idx, vals, alpha=scale)
         if emit:
             for (key, value, _), size in zip(self.pending, sizes):
                 if key.on_step:
@@ -92,25 +91,8 @@ class TrainLog:
                                                batch_size=size)
         self.pending.clear()
 
-    def fold(self) -> None:
-        """Add the kept values, times their batch sizes, to the epoch sums."""
-        if not self._kept:
-            return
-        vals = (torch.cat(self._kept) if len(self._kept) > 1 else self._kept[0]).float()  # (N,) since the last fold
-        device = vals.device
-        if len(set(self._sizes)) > 1:
-            vals = vals * torch.tensor(self._sizes, dtype=vals.dtype, device=device)
-            scale = 1
-        else:
-            scale = self._sizes[0]
-        if self.sums is None or self.sums.shape[0] < len(self.columns) or self.sums.device != device:
-            self.sums = self._grown(device)
-        self.sums.index_add_(0, torch.tensor(self._cols, device=device), vals, alpha=scale)
-        self._kept, self._cols, self._sizes = [], [], []
-
     def end_epoch(self, module: pl.LightningModule) -> None:
         """Log the epoch mean of every key logged per epoch, and start the next epoch's sums."""
-        self.fold()
         if self.sums is None:
             return
         means = self.sums / self.sums.new_tensor([max(w, 1.0) for w in self.weights])  # (columns,)
@@ -129,7 +111,6 @@ class TrainLog:
 
     def state_dict(self) -> dict[str, Any]:
         """The epoch sums so far (a checkpoint taken mid-epoch keeps them; loadable with ``weights_only``)."""
-        self.fold()
         keys = [[k.name, k.prog_bar, k.logger, k.on_step, k.on_epoch] for k in self.columns]
         sums = self.sums.detach().cpu() if self.sums is not None else None
         return {"keys": keys, "sums": sums, "weights": list(self.weights)}
@@ -140,7 +121,7 @@ class TrainLog:
         self.sums = state["sums"].clone() if state["sums"] is not None else None
         self.weights = [float(w) for w in state["weights"]]
         self.pending.clear()
-        self._kept, self._cols, self._sizes = [], [], []
+        self._index = {}
 
     def _grown(self, device: torch.device) -> Tensor:
         sums = torch.zeros(len(self.columns), device=device)
