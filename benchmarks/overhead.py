@@ -22,7 +22,11 @@ are printed beside it. The progress bar is drawn into /dev/null. RAM runs at bat
 disk run on random tensors of its shape (``*``). PHAM presets time phase 1.
 
     OMP_NUM_THREADS=1 python -m benchmarks.overhead [--only=ram_mnist,han_vqa] [--steps=40] [--warmup=5]
-        [--epochs=2] [--repeats=3] [--compile] [--json=benchmarks/results/overhead.json]
+        [--epochs=2] [--repeats=3] [--compile] [--paired] [--json=benchmarks/results/overhead.json]
+
+``--paired``: instead of whole runs interleaved, ``cli`` hosts ``plain``: at the start of each of its training
+batches one step of ``plain`` (loading included) runs, timed on its own and left out of ``cli``'s interval, so
+each ``cli`` step has a ``plain`` step beside it under the same load; the ratio is the median of the per-pair ratios.
 
 Targets: ``cli`` step within 10% of ``plain`` for RAM at batch 20, within 5% for every other
 preset. ``--compile`` adds ``plain`` and ``cli`` with ``--compile=true`` (``AttentionModel.compile_step``).
@@ -38,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from collections.abc import Iterator
 
 import pytorch_lightning as pl
 import torch
@@ -69,6 +74,46 @@ class Intervals(pl.Callback):
         if self._last is not None:
             self.times[-1].append(tuple(b - a for a, b in zip(self._last, now)))
         self._last = now
+
+
+def endless(loader: Any, step: Any) -> Iterator[None]:
+    """One training step (its batch's loading included) per ``next``, over as many epochs as asked for."""
+    while True:
+        for batch in loader:
+            step(batch)
+            yield
+
+
+class Guests(pl.Callback):
+    """Times a Trainer's steps (start to start of consecutive training batches) and, at the start of each, runs
+    one step of every guest loop, timed on its own and left out of the Trainer's interval: step i of the
+    Trainer and step i of each guest run back to back, under the same load, as one pair."""
+
+    def __init__(self, guests: dict[str, Iterator[None]]) -> None:
+        self.guests = guests
+        self.pairs: list[list[dict[str, tuple[float, float]]]] = []  # per epoch, per step: variant -> (wall, cpu)
+        self._last: tuple[float, float] | None = None
+        self._pending: dict[str, tuple[float, float]] = {}
+
+    @property
+    def times(self) -> list[list[tuple[float, float]]]:
+        """The host's intervals alone, as ``overhead.Intervals`` keeps them."""
+        return [[p["host"] for p in epoch] for epoch in self.pairs]
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.pairs.append([])
+        self._last = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = clocks()
+        if self._last is not None:
+            self.pairs[-1].append({"host": tuple(b - a for a, b in zip(self._last, now)), **self._pending})
+        self._pending = {}
+        for name, guest in self.guests.items():
+            t0 = clocks()
+            next(guest)
+            self._pending[name] = tuple(b - a for a, b in zip(t0, clocks()))
+        self._last = clocks()
 
 
 def clocks() -> tuple[float, float]:
@@ -108,6 +153,12 @@ class SyntheticWithVal(Synthetic):
 
 def run_plain(flags: dict[str, Any], source: str, steps: int, epochs: int, compile: bool) -> dict[str, float]:
     """The module's own math: loss terms, backward and the optimizer, in a bare loop over the DataLoader."""
+    loader, step = plain_setup(flags, source, steps, compile)
+    return timed_epochs(loader, epochs, step)
+
+
+def plain_setup(flags: dict[str, Any], source: str, steps: int, compile: bool = False) -> tuple[Any, Any]:
+    """The preset's training DataLoader and a bare training step (``plain_step``) of a fresh model."""
     p = experiment.plan({**flags, "logger": "none"})
     pl.seed_everything(0, verbose=False)
     dm = datamodule(flags, source, steps)
@@ -119,7 +170,7 @@ def run_plain(flags: dict[str, Any], source: str, steps: int, epochs: int, compi
     opt = model.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt[0][0] if isinstance(opt, tuple) else opt
     model.train()
-    return timed_epochs(loader, epochs, lambda batch: plain_step(model, opt, batch))
+    return loader, lambda batch: plain_step(model, opt, batch)
 
 
 def plain_step(model: pl.LightningModule, opt: torch.optim.Optimizer, batch: Any) -> None:
@@ -159,9 +210,9 @@ def timed_epochs(loader: Any, epochs: int, step: Any) -> dict[str, Any]:
 
 
 def run_trainer(flags: dict[str, Any], source: str, steps: int, epochs: int, kind: str,
-                compile: bool = False) -> dict[str, float]:
+                compile: bool = False, timer: Any = None) -> dict[str, float]:
     """``Trainer.fit`` as the benchmarks (``bench``) or as ``cli.py fit`` (``cli``, ``cli-noviz``) build it."""
-    timer = Intervals()
+    timer = timer if timer is not None else Intervals()
     if kind == "bench":
         p = experiment.plan({**flags, "logger": "none"})
         pl.seed_everything(0, verbose=False)
@@ -195,6 +246,43 @@ def step_ms(result: dict[str, Any], warmup: int, clock: int, q: float = 0.5) -> 
     return 1000 * times[min(len(times) - 1, int(q * len(times)))]
 
 
+def paired(cfgs: list[Path], args: argparse.Namespace) -> None:
+    """Per preset: ``cli`` hosting ``plain`` as a guest (``Guests``): step i of each back to back, the same load on
+    both; medians of each one's step and of the per-pair ratio cli/plain, in thread CPU and wall time."""
+    print(f"{'preset':<20} {'batch':>5} {'clock':>5} {'plain ms':>9} {'cli ms':>9} {'cli/plain':>9} {'pairs':>5}  "
+          f"per round cli/plain")
+    rows = []
+    for cfg in cfgs:
+        preset = yaml.safe_load(cfg.read_text())
+        batches = [int(b) for b in args.ram_batches.split(",")] if preset["model"] == "ram" else [preset["batch_size"]]
+        for batch in batches:
+            flags, source = preset_flags(cfg, batch, args.steps, args.epochs)
+            rounds = []
+            for _ in range(args.repeats):
+                timer = Guests({"plain": endless(*plain_setup(flags, source, args.steps))})
+                run_trainer(flags, source, args.steps, args.epochs, "cli", timer=timer)
+                rounds.append([p for epoch in timer.pairs for p in epoch[args.warmup:]])
+            pooled = [p for r in rounds for p in r]
+            name = cfg.stem + ("*" if source == "synthetic" else "")
+            row: dict[str, Any] = {"preset": cfg.stem, "batch_size": batch, "source": source, "pairs": len(pooled)}
+            for clock, label in ((CPU, "cpu"), (WALL, "wall")):
+                plain_ms = 1000 * statistics.median(p["plain"][clock] for p in pooled)
+                cli_ms = 1000 * statistics.median(p["host"][clock] for p in pooled)
+                ratio = statistics.median(p["host"][clock] / p["plain"][clock] for p in pooled)
+                per_round = [statistics.median(p["host"][clock] / p["plain"][clock] for p in r) for r in rounds]
+                row[label] = {"plain_ms": plain_ms, "cli_ms": cli_ms, "cli/plain": ratio, "per_round": per_round}
+                print(f"{name:<20} {batch:>5} {label:>5} {plain_ms:>9.2f} {cli_ms:>9.2f} {ratio:>9.3f} {len(pooled):>5}  "
+                      + " ".join(f"{x:.3f}" for x in per_round), flush=True)
+            rows.append(row)
+    print(f"pairs: step i of cli (Trainer.fit as cli.py fit builds it) and of plain back to back; {args.steps} batches x "
+          f"{args.epochs} epochs per round, first {args.warmup} of each epoch left out, {args.repeats} rounds; ratios are "
+          f"medians of per-pair ratios; cpu = time.thread_time of the training thread; * = random tensors of the "
+          f"dataset's shape")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"mode": "paired", "results": rows, "args": vars(args),
+                                           "load_average_end": os.getloadavg()}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated preset or model names (e.g. ram_mnist,han)")
@@ -205,8 +293,16 @@ def main() -> None:
     ap.add_argument("--ram_batches", default="20,128", help="batch sizes for the RAM presets")
     ap.add_argument("--compile", action="store_true", help="also time plain and cli with compile_step()")
     ap.add_argument("--json", default="benchmarks/results/overhead.json")
+    ap.add_argument("--paired", action="store_true", help="cli with plain stepped between its steps (pairs)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
+    if args.paired:
+        experiment.cheap_cuda_probe()  # as cli.py fit does, for both sides of every pair
+        print(f"torch threads: {torch.get_num_threads()}; load average at start: "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        cfgs = [c for c in sorted((ROOT / "configs").glob("*.yaml"))
+                if not only or c.stem in only or yaml.safe_load(c.read_text()).get("model") in only]
+        return paired(cfgs, args)
     variants = ["plain", "bench", "cli", "cli-noviz"] + (["plain-compiled", "cli-compiled"] if args.compile else [])
     print(f"torch threads: {torch.get_num_threads()}; load average at start: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -47,6 +47,7 @@ import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -62,7 +63,8 @@ from torchvision import transforms
 from benchmarks.common import measure_training  # noqa: F401  (common sets the quiet logging)
 from attention_lightning import experiment
 from datamodules.digits import load_embedded
-from benchmarks.overhead import CPU, WALL, Intervals, bare_fit, clocks, plain_step, step_ms, timed_epochs
+from benchmarks.overhead import (CPU, WALL, Guests, Intervals, bare_fit, clocks, endless, plain_step, step_ms,
+                                 timed_epochs)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "ram_mnist.yaml"
@@ -145,6 +147,12 @@ def run_port(batch_size: int, steps: int, epochs: int, glimpses: int = 6) -> dic
 
 
 def port_loop(batch_size: int, steps: int, epochs: int, glimpses: int) -> dict[str, Any]:
+    loader, step = port_setup(batch_size, steps, glimpses)
+    return timed_epochs(loader, epochs, step)
+
+
+def port_setup(batch_size: int, steps: int, glimpses: int = 6) -> tuple[DataLoader, Callable[[Any], None]]:
+    """The port's loader and its training step."""
     torch.manual_seed(0)
     digits = load_embedded()
     images, labels = digits.train_images.numpy(), digits.train_labels.numpy()  # (N, 28, 28) uint8, (N,)
@@ -177,7 +185,7 @@ def port_loop(batch_size: int, steps: int, epochs: int, glimpses: int) -> dict[s
         loss.backward()
         opt.step()
 
-    return timed_epochs(loader, epochs, step)
+    return loader, step
 
 
 # --- ours -------------------------------------------------------------------------------------------
@@ -190,7 +198,13 @@ def preset_flags(batch_size: int, steps: int, epochs: int) -> dict[str, Any]:
 
 def run_plain(batch_size: int, steps: int, epochs: int) -> dict[str, Any]:
     """Our model's own math in a bare loop over the preset's DataLoader."""
-    flags = preset_flags(batch_size, steps, epochs)
+    loader, step = plain_setup(batch_size, steps)
+    return timed_epochs(loader, epochs, step)
+
+
+def plain_setup(batch_size: int, steps: int) -> tuple[DataLoader, Callable[[Any], None]]:
+    """The preset's loader and a bare training step of our model (``overhead.plain_step``)."""
+    flags = preset_flags(batch_size, steps, 1)
     p = experiment.plan({**flags, "logger": "none"})
     pl.seed_everything(0, verbose=False)
     dm = experiment.build_datamodule(p)
@@ -199,7 +213,7 @@ def run_plain(batch_size: int, steps: int, epochs: int) -> dict[str, Any]:
     loader = dm.train_dataloader()
     opt = model.configure_optimizers()
     model.train()
-    return timed_epochs(loader, epochs, lambda batch: plain_step(model, opt, batch))
+    return loader, lambda batch: plain_step(model, opt, batch)
 
 
 class Terminal(io.TextIOWrapper):
@@ -235,6 +249,63 @@ def run_trainer(batch_size: int, steps: int, epochs: int) -> dict[str, Any]:
     return bare_fit(model, dm, epochs, timer)
 
 
+# --- interleaved pairs: the plain loops stepped between the steps of a Trainer ------------------------
+def run_paired(host: str, batch_size: int, steps: int, epochs: int) -> list[dict[str, tuple[float, float]]]:
+    """``host`` (``trainer`` or ``cli``) with the port's and our plain loop as guests; the pairs of every epoch."""
+    guests = {"port": endless(*port_setup(batch_size, steps)), "plain": endless(*plain_setup(batch_size, steps))}
+    timer = Guests(guests)
+    if host == "cli":
+        with tempfile.TemporaryDirectory() as root:
+            flags = {**preset_flags(batch_size, steps, epochs), "default_root_dir": root}
+            with Terminal() as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+                experiment.fit(flags, extra_callbacks=[timer])
+    else:
+        flags = preset_flags(batch_size, steps, epochs)
+        p = experiment.plan({**flags, "logger": "none"})
+        pl.seed_everything(0, verbose=False)
+        dm = experiment.build_datamodule(p)
+        bare_fit(experiment.build_model(p, dm), dm, epochs, timer)
+    return timer.pairs
+
+
+def paired_main(args: argparse.Namespace) -> None:
+    """Per host, per round: medians over the pairs (after ``warmup`` each epoch) of each variant's step and of the
+    per-pair ratios port/host and host/plain."""
+    hosts = [h for h in args.variants.split(",") if h in ("trainer", "cli")]
+    print(f"{'batch':>5} {'host':>7} {'clock':>5} {'port ms':>8} {'plain ms':>8} {'host ms':>8} {'port/host':>9} "
+          f"{'port/plain':>10} {'host/plain':>10}  per round: port/host, host/plain")
+    rows = []
+    for batch in (int(b) for b in args.batches.split(",")):
+        got: dict[str, list[list[dict[str, tuple[float, float]]]]] = {h: [] for h in hosts}
+        for _ in range(args.rounds):
+            for h in hosts:
+                got[h].append([p for epoch in run_paired(h, batch, args.steps, args.epochs)
+                               for p in epoch[args.warmup:]])
+        for h in hosts:
+            for clock, name in ((CPU, "cpu"), (WALL, "wall")):
+                pooled = [p for r in got[h] for p in r]
+                med = {v: 1000 * statistics.median(p[v][clock] for p in pooled) for v in ("port", "plain", "host")}
+
+                def ratios(pairs: list[dict[str, tuple[float, float]]], a: str, b: str) -> float:
+                    return statistics.median(p[a][clock] / p[b][clock] for p in pairs)
+
+                port_host, port_plain, host_plain = (ratios(pooled, "port", "host"), ratios(pooled, "port", "plain"),
+                                                     ratios(pooled, "host", "plain"))
+                per_round = [(ratios(r, "port", "host"), ratios(r, "host", "plain")) for r in got[h]]
+                print(f"{batch:>5} {h:>7} {name:>5} {med['port']:>8.2f} {med['plain']:>8.2f} {med['host']:>8.2f} "
+                      f"{port_host:>9.3f} {port_plain:>10.3f} {host_plain:>10.3f}  "
+                      + " ".join(f"{a:.3f}/{b:.3f}" for a, b in per_round), flush=True)
+                rows.append({"batch_size": batch, "host": h, "clock": name, "step_ms": med, "pairs": len(pooled),
+                             "port/host": port_host, "port/plain": port_plain, "host/plain": host_plain,
+                             "per_round": per_round})
+    print(f"pairs: the host's step i and one step of each guest (port, plain) back to back; {args.steps} batches x "
+          f"{args.epochs} epochs per host run, first {args.warmup} of each epoch left out, {args.rounds} rounds; ratios "
+          f"are medians of the per-pair ratios; cpu = time.thread_time of the training thread")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"mode": "paired", "results": rows, "args": vars(args),
+                                           "load_average_end": os.getloadavg()}, indent=2))
+
+
 RUNNERS = {"port": run_port, "plain": run_plain, "trainer": run_trainer, "cli": run_cli}
 
 
@@ -247,11 +318,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of all variants; medians reported")
     ap.add_argument("--variants", default="port,plain,trainer,cli")
     ap.add_argument("--json", default="benchmarks/results/ram_port_loop.json")
+    ap.add_argument("--paired", action="store_true",
+                    help="step the port's and the plain loop between the Trainer's steps (interleaved pairs)")
     args = ap.parse_args()
     variants = args.variants.split(",")
     experiment.cheap_cuda_probe()  # as experiment.fit does, so every variant of ours runs alike from the first round
     print(f"torch threads: {torch.get_num_threads()}; torch {torch.__version__}; load average at start: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.paired:
+        return paired_main(args)
     print(f"{'batch':>5} {'clock':>5} " + " ".join(f"{v + ' ms':>10}" for v in variants)
           + "  port/cli  port/plain  cli/plain  (per-round cli/plain)")
     rows = []

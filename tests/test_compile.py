@@ -1,4 +1,5 @@
 """``cli.py fit --compile=true``: the training computation runs compiled, and its checkpoints load without it."""
+import logging
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from attention_lightning import registry
+from attention_lightning.models.base import AttentionModel
 from attention_lightning.run import commands as experiment
 from attention_lightning.run.plan import UserError
 
@@ -76,3 +78,37 @@ def test_compile_flag_takes_what_the_command_line_gives():
     assert plan({"compile": True}).cli["compile"] is True
     with pytest.raises(UserError, match="--compile='yes' must be true or false"):
         plan({"compile": "yes"})
+
+
+class Toy(AttentionModel):
+    """A linear classifier whose ``loss_terms`` reads a number back (``.item()``) when ``breaks``."""
+
+    def __init__(self, breaks: bool = True) -> None:
+        super().__init__(2, 1e-3, 0.0)
+        self.lin = torch.nn.Linear(3, 2)
+
+    def loss_terms(self, batch, stage):
+        logits = self.lin(batch[0])
+        if self.hparams.breaks:
+            logits = logits * float(logits.detach().abs().sum().item())  # a graph break
+        return {"ce": torch.nn.functional.cross_entropy(logits, batch[1])}, logits
+
+
+@pytest.mark.parametrize("breaks", [True, False])
+def test_a_graph_break_is_reported_once_in_one_line(eager_backend, capsys, breaks):
+    model = Toy(breaks)
+    model.compile_step()
+    batch = (torch.rand(4, 3), torch.tensor([0, 1, 0, 1]))
+    for i in range(2):
+        model.loss_terms(batch, "train")
+        model.on_train_batch_end(None, batch, i)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "[compile]" in line]
+    if breaks:
+        assert len(lines) == 1 and lines[0].startswith("[compile] Toy.loss_terms: 1 graph break, those parts run eager:")
+        assert "item()" in lines[0]
+    else:
+        assert lines == []
+    # Dynamo's own multi-line warning for the break is dropped
+    warning = logging.LogRecord("torch._dynamo.variables.tensor", logging.WARNING, "", 0,
+                                "Graph break from `Tensor.item()`, consider setting: ...", None, None)
+    assert not logging.getLogger("torch._dynamo.variables.tensor").filter(warning)

@@ -3,11 +3,9 @@ batch, the fused Adam of CPU runs (same updates as the unfused one)."""
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
-from pytorch_lightning.callbacks import TQDMProgressBar
 
 from attention_lightning.run import commands as experiment
 from attention_lightning.run import loader
@@ -15,17 +13,31 @@ from attention_lightning.models.base import adam
 from attention_lightning.run.progress import SteadyBar
 
 
-def test_steady_bar_updates_at_most_once_per_interval_and_at_the_epochs_last_batch(monkeypatch):
-    shown = []
-    monkeypatch.setattr(TQDMProgressBar, "on_train_batch_end",
-                        lambda self, trainer, module, outputs, batch, i: shown.append(i))
-    clock = iter([0.0, 0.01, 0.02, 0.2, 0.21, 0.22])
+class FakeBar:
+    """A tqdm bar that records what it was asked to show."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.disable, self.n, self.drawn, self.postfix = total, False, 0, [], []
+
+    def set_postfix(self, metrics, refresh: bool = True) -> None:
+        self.postfix.append((self.n, metrics))
+
+    def refresh(self) -> None:
+        self.drawn.append(self.n)
+
+
+def test_steady_bar_redraws_at_most_once_per_interval_and_at_the_epochs_last_batch(monkeypatch):
+    clock = iter([0.0, 0.01, 0.02, 0.2, 0.21, 0.5, 1.3, 1.31])
     monkeypatch.setattr("attention_lightning.run.progress.time.monotonic", lambda: next(clock))
-    bar = SteadyBar(interval=0.1)
-    bar._train_progress_bar = SimpleNamespace(total=6)
-    for i in range(6):
+    monkeypatch.setattr(SteadyBar, "get_metrics", lambda self, trainer, module: {"loss": 0.5})
+    bar = SteadyBar(interval=0.1, metrics_interval=1.0)
+    bar._train_progress_bar = FakeBar(total=8)
+    for i in range(8):
         bar.on_train_batch_end(None, None, None, None, i)
-    assert shown == [0, 3, 5]  # the first batch, the first after 0.1 s, the last of the epoch
+    # drawn: the first batch, the first after 0.1 s (0.2), 0.5, 1.3 and the last of the epoch
+    assert bar.train_progress_bar.drawn == [1, 4, 6, 7, 8]
+    # the metrics: gathered at the first batch, after 1 s (1.3), and at the epoch's last batch
+    assert [n for n, _ in bar.train_progress_bar.postfix] == [1, 7, 8]
 
 
 def test_rng_snapshot_does_not_ask_for_cuda_devices(monkeypatch):
@@ -74,3 +86,15 @@ def test_nvml_probe_dropped_only_where_nvml_does_not_load(monkeypatch):
     monkeypatch.setattr(experiment.ctypes, "CDLL", lambda name: object())  # a driver: Lightning's setting stays
     experiment.cheap_cuda_probe()
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "1"
+
+
+def test_a_cpu_batch_for_a_cpu_run_is_passed_on_as_it_is_and_others_are_moved():
+    from attention_lightning.models.ram import RAM
+
+    model = RAM()
+    batch = (torch.rand(2, 1, 28, 28), torch.tensor([3, 4]))
+    assert model.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
+    moved = model.transfer_batch_to_device(batch, torch.device("meta"), 0)  # another device: Lightning's move
+    assert [x.device.type for x in moved] == ["meta", "meta"]
+    nested = {"images": batch[0]}  # not a flat tuple/list of tensors: Lightning's move, same values
+    assert torch.equal(model.transfer_batch_to_device(nested, torch.device("cpu"), 0)["images"], batch[0])

@@ -19,16 +19,21 @@ of the code may rely on is declared here, with defaults:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
+import sys
 import typing
+from collections import Counter
 from typing import Any
 from collections.abc import Iterator, Mapping
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
+from torch._dynamo.utils import counters as dynamo_counters
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..attention import Attention
@@ -186,9 +191,28 @@ class AttentionModel(pl.LightningModule):
         """Compile the training computation (``loss_terms``: forward and losses) with ``torch.compile``.
 
         Only the bound method is wrapped, so parameters and checkpoints keep their names (no ``_orig_mod``)
-        and a checkpoint loads into a model built without compiling. Logging and metrics stay eager.
+        and a checkpoint loads into a model built without compiling. Logging and metrics stay eager. Where the
+        compiled graph breaks, one line says so after the first training step (``graph_break_line``), in place
+        of Dynamo's multi-line warning.
         """
+        quiet_dynamo_break_warnings()
+        self.__dict__["_graph_breaks_before"] = Counter(dynamo_counters["graph_break"])
         self.loss_terms = torch.compile(self.loss_terms)  # type: ignore[method-assign]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        before = self.__dict__.pop("_graph_breaks_before", None)  # set by compile_step; read once
+        if before is not None:
+            line = graph_break_line(type(self).__name__, before)
+            if line and rank_zero_only.rank == 0:
+                print(line, file=sys.stderr, flush=True)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """The batch on ``device``. A tuple or list of CPU tensors for a CPU run is returned as it is: Lightning's
+        walk through it would hand back the same tensors, at a cost paid before every step."""
+        if (device.type == "cpu" and isinstance(batch, (tuple, list))
+                and all(isinstance(x, Tensor) and x.device.type == "cpu" for x in batch)):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         return self._step(batch, "train")
@@ -219,6 +243,28 @@ class AttentionModel(pl.LightningModule):
         for name, v in values.items():
             if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
                 raise ValueError(f"--{name}={v!r} must be a positive number")
+
+
+def graph_break_line(name: str, before: Counter) -> str | None:
+    """One line naming the graph breaks Dynamo counted since ``before`` (its ``graph_break`` counter), or None."""
+    new = Counter(dynamo_counters["graph_break"]) - before
+    if not new:
+        return None
+    n = sum(new.values())
+    reasons = "; ".join(dict.fromkeys(reason.strip().splitlines()[0] for reason in new))
+    return f"[compile] {name}.loss_terms: {n} graph break{'s' if n > 1 else ''}, those parts run eager: {reasons}"
+
+
+class _DropBreakWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Graph break" not in record.getMessage()
+
+
+def quiet_dynamo_break_warnings() -> None:
+    """Drop Dynamo's multi-line graph-break warning (``Tensor.item()``); ``graph_break_line`` reports breaks."""
+    log = logging.getLogger("torch._dynamo.variables.tensor")
+    if not any(isinstance(f, _DropBreakWarning) for f in log.filters):
+        log.addFilter(_DropBreakWarning())
 
 
 def adam(module: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:

@@ -53,6 +53,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..attention import Attention
 from ..nn.glimpse import GlimpseSensor
+from ..nn.precision import autocast_off
 from ..registry import register_model
 from .base import AttentionModel, adam, as_flags, linear_decay
 
@@ -185,7 +186,7 @@ class RAM(AttentionModel):
         """Mean (B, 2) of the location policy at core output ``state`` (B, hidden), in float32."""
         if self.hparams.detach_policy:
             state = state.detach()  # REINFORCE then trains the locator only, not the core it reads
-        with torch.autocast(device_type=state.device.type, enabled=False):
+        with autocast_off(state.device.type):
             return torch.tanh(self.locator(state.float()))  # (B, 2)
 
     def act(self, mean: Tensor, sample: bool) -> Tensor:
@@ -206,7 +207,7 @@ class RAM(AttentionModel):
         all draws past that edge, log Phi((-1 - mean) / std) or log Phi((mean - 1) / std).
         """
         std = self.hparams.std
-        with torch.autocast(device_type=mean.device.type, enabled=False):
+        with autocast_off(mean.device.type):
             loc, mean = loc.float(), mean.float()
             z = (loc - mean) / std
             log_pi = -0.5 * z.square() - math.log(std) - 0.5 * math.log(2 * math.pi)  # (B, 2)

@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .precision import autocast_off
+
 
 def patch_sides(size: int, depth: int, scale: float) -> list[float]:
     """Side in pixels of each of the ``depth`` patches: ``size * scale**i``."""
@@ -87,7 +89,7 @@ def glimpse(images: Tensor, loc: Tensor, size: int, depth: int = 1, scale: float
     if loc.shape != (b, 2):
         raise ValueError(f"locations must be (B, 2) = ({b}, 2) (x, y) pairs, got {tuple(loc.shape)}")
     dtype = torch.promote_types(images.dtype, torch.float32)
-    with torch.autocast(device_type=images.device.type, enabled=False):
+    with autocast_off(images.device.type):
         flat = images.to(dtype).reshape(b, c, h * w)  # (B, C, H*W)
         loc = loc.to(geometry)
         if h == w:  # both axes alike: one pass over (B, 2)
