@@ -12,7 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from attention_lightning import experiment
+from attention_lightning.run import commands as experiment
 
 # benchmarks print tables; keep Lightning's banners and hints out of them
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)

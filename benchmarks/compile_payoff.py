@@ -34,7 +34,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.common import measure_training  # noqa: E402,F401  (common sets the quiet logging)
-from attention_lightning import experiment  # noqa: E402
+from attention_lightning.run import commands as experiment  # noqa: E402
 from benchmarks.overhead import preset_flags  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import measure_training
-from attention_lightning.experiment import build_datamodule, load_config, plan
+from attention_lightning.run.plan import build_datamodule, load_config, plan
 from datamodules.tiny_datasets import make_cinic10, make_tiny_imagenet
 
 FOLDERS = [

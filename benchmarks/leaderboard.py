@@ -154,7 +154,7 @@ def _preset_model_flags(preset: str, model: str) -> dict[str, Any]:
     import yaml
 
     from attention_lightning import registry
-    from attention_lightning.flags import parameters
+    from attention_lightning.signature import parameters
 
     values = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text()) or {}
     accepted = parameters(registry.get_model(model).cls)
@@ -166,7 +166,7 @@ def _preset_data_flags(preset: str) -> dict[str, Any]:
     import yaml
 
     from attention_lightning import registry
-    from attention_lightning.flags import parameters
+    from attention_lightning.signature import parameters
 
     values = yaml.safe_load((ROOT / "configs" / f"{preset}.yaml").read_text()) or {}
     accepted = parameters(registry.get_datamodule("vqa_scenes").cls)
@@ -299,8 +299,9 @@ def inference_profile(ckpt: str, model_name: str, flags: dict[str, Any]) -> dict
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from attention_lightning import experiment, registry
-    from attention_lightning.callbacks import first_items
+    from attention_lightning import registry
+    from attention_lightning.attention import first_items
+    from attention_lightning.run import commands as experiment
 
     p = experiment.plan({**flags, "logger": "none"})
     dm = experiment.build_datamodule(p)
@@ -320,7 +321,7 @@ def run_cell(flags: dict[str, Any], logger: str) -> dict[str, Any]:
     """Train and test one cell in this process; returns its measurements."""
     import torch
 
-    from attention_lightning import experiment
+    from attention_lightning.run import commands as experiment
 
     timer = _Timer.make()
     t0 = time.perf_counter()

@@ -49,7 +49,8 @@ import torch
 import yaml
 
 from benchmarks.common import StepTimer, measure_training  # noqa: F401  (common sets the quiet logging)
-from attention_lightning import experiment, runs
+from attention_lightning.run import commands as experiment
+from attention_lightning.run import folders as runs
 from benchmarks.throughput import SHAPES, Synthetic
 
 ROOT = Path(__file__).resolve().parents[1]

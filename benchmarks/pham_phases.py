@@ -50,7 +50,7 @@ import torch
 import yaml
 
 from benchmarks.common import measure_training
-from attention_lightning import experiment
+from attention_lightning.run import commands as experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = (1, 2, 3)

@@ -61,7 +61,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from benchmarks.common import measure_training  # noqa: F401  (common sets the quiet logging)
-from attention_lightning import experiment
+from attention_lightning.run import commands as experiment
 from datamodules.digits import load_embedded
 from benchmarks.overhead import (CPU, WALL, Guests, Intervals, bare_fit, clocks, endless, plain_step, step_ms,
                                  timed_epochs)

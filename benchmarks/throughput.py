@@ -21,7 +21,7 @@ import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.common import measure_training
-from attention_lightning.experiment import UserError, build_datamodule, plan
+from attention_lightning.run.plan import UserError, build_datamodule, plan
 from datamodules.base import BaseDataModule, DatasetError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -46,8 +46,8 @@ import torch  # noqa: E402
 from pytorch_lightning import Callback  # noqa: E402
 
 import cli  # noqa: E402
-from attention_lightning import experiment  # noqa: E402
-from attention_lightning.experiment import UserError  # noqa: E402
+from attention_lightning.run import commands as experiment  # noqa: E402
+from attention_lightning.run.plan import UserError  # noqa: E402
 
 NAME = "ram-cluttered_mnist"
 TINY = ["--model=ram", "--data=cluttered_mnist", "--digits=embedded", "--variant=translated", "--canvas_size=40",

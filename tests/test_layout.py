@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,21 @@ def test_every_old_path_is_listed_and_unknown_names_are_attribute_errors():
         assert not hasattr(module, "no_such_name")
         with pytest.raises(ImportError, match="cannot import name 'no_such_name'"):
             exec(f"from attention_lightning.{old} import no_such_name", {})
+
+
+ROOT = PACKAGE.parent
+# files that also run against older checkouts of the package (the benchmarks' --ref/--against trees), and the
+# module that serves the old paths
+KEEP_OLD_PATHS = {"benchmarks/viz.py", "benchmarks/pham_step.py", "attention_lightning/_moved.py"}
+
+
+def test_our_own_code_imports_from_the_new_house():
+    old = "|".join(MOVED)
+    pattern = re.compile(rf"from attention_lightning\.({old})\b|from attention_lightning import .*\b({old})\b"
+                         rf"|import attention_lightning\.({old})\b")
+    files = [*ROOT.glob("benchmarks/**/*.py"), *ROOT.glob("scripts/*.py"), ROOT / "cli.py",
+             *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("datamodules/*.py"), *PACKAGE.rglob("*.py")]
+    stale = [f"{path.relative_to(ROOT)}: {line.strip()}"
+             for path in files if str(path.relative_to(ROOT)) not in KEEP_OLD_PATHS
+             for line in path.read_text().splitlines() if pattern.search(line)]
+    assert not stale, "old module paths in our own code:\n" + "\n".join(stale)

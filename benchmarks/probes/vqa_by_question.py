@@ -16,10 +16,10 @@ from collections import defaultdict
 
 import torch
 
-from attention_lightning.experiment import checkpoint_plan
+from attention_lightning.run.commands import checkpoint_plan
 from attention_lightning.models.han import QTYPE_NAMES
-from attention_lightning.plan import build_datamodule
-from attention_lightning.runs import load_model
+from attention_lightning.run.plan import build_datamodule
+from attention_lightning.run.checkpoints import load_model
 from benchmarks.common import key_values
 
 RELATE_WORDS = ("left", "right", "above", "below")

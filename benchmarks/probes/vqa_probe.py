@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from attention_lightning.models.han import QTYPE_NAMES
-from attention_lightning.plan import build_datamodule, build_model, load_config, plan
+from attention_lightning.run.plan import build_datamodule, build_model, load_config, plan
 from benchmarks.common import key_values
 
 
