@@ -40,3 +40,8 @@ def test_every_picture_the_readme_shows_exists():
     for path in re.findall(r"!\[[^\]]*\]\(([^)]+)\)|\[picture\]\(([^)]+)\)|<img src=\"([^\"]+)\"", README):
         path = next(p for p in path if p)
         assert (ROOT / path).is_file(), path
+
+
+def test_the_speed_benchmarks_page_stays_short():
+    lines = (ROOT / "benchmarks" / "README.md").read_text().splitlines()
+    assert len(lines) < 250, f"benchmarks/README.md has {len(lines)} lines: move evidence into docs/studies/"
