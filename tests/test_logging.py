@@ -114,7 +114,7 @@ def test_a_default_run_written_to_a_file_is_quiet_and_prints_a_line_per_epoch(tm
     assert out.returncode == 0, out.stderr[-3000:]
     both = out.stdout + out.stderr
     for noise in ("Tip:", "litlogger", "litmodels", "LeafSpec", "is deprecated", "will override existing callbacks",
-                  "multiple `ModelCheckpoint`", "\r", "\x1b["):
+                  "multiple `ModelCheckpoint`", "You have overridden", "\r", "\x1b["):
         assert noise not in both, f"{noise!r} in the run's output"
     progress = [line for line in out.stdout.splitlines() if line.startswith(("train epoch", "val   epoch"))]
     assert [line.split(":")[0] for line in progress] == [

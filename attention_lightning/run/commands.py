@@ -44,9 +44,11 @@ class _DropThirdPartyTips(logging.Filter):
 
 
 def quiet_third_party() -> None:
-    """Filter the exact third-party lines that say nothing about the run: a product tip and a
-    deprecation inside pytorch_lightning's own code."""
+    """Filter the exact third-party lines that say nothing about the run: a product tip, a deprecation inside
+    pytorch_lightning's own code, and its note that our model's ``transfer_batch_to_device`` is the one used (it is
+    meant to be: ``AttentionModel`` skips the batch walk on CPU runs)."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message=r"You have overridden `transfer_batch_to_device` in `LightningModule` but")
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropThirdPartyTips) for f in log.filters):
