@@ -31,11 +31,10 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="induct
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from benchmarks.common import measure_training  # noqa: E402,F401  (common sets the quiet logging)
 from attention_lightning.run import commands as experiment  # noqa: E402
-from benchmarks.overhead import preset_flags  # noqa: E402
+from benchmarks.overhead import preset_batches, preset_flags  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,32 +80,27 @@ def main() -> None:
     print(f"{'preset':<20} {'batch':>5} {'eager ms':>9} {'compiled ms':>11} {'speed-up':>8} {'cpu speed-up':>12} "
           f"{'compile s':>9} {'pays after':>11}")
     rows = []
-    for cfg in sorted((ROOT / "configs").glob("*.yaml")):
-        preset = yaml.safe_load(cfg.read_text())
-        if only and cfg.stem not in only and preset.get("model") not in only:
+    for cfg, batch in preset_batches(only, args.ram_batches):
+        flags, source = preset_flags(cfg, batch, args.steps, 1)
+        if source != "real":
+            print(f"{cfg.stem:<20} {batch:>5} (dataset not on disk: skipped)")
             continue
-        batches = [int(b) for b in args.ram_batches.split(",")] if preset["model"] == "ram" else [preset["batch_size"]]
-        for batch in batches:
-            flags, source = preset_flags(cfg, batch, args.steps, 1)
-            if source != "real":
-                print(f"{cfg.stem:<20} {batch:>5} (dataset not on disk: skipped)")
-                continue
-            eager = run(flags, args.steps, False)
-            compiled = run(flags, args.steps, True)
-            eager += run(flags, args.steps, False)
-            e = [t for t in eager[args.warmup:args.steps] + eager[args.steps + args.warmup:]]
-            c = compiled[args.warmup:]
-            e_wall, c_wall = statistics.median(t[0] for t in e), statistics.median(t[0] for t in c)
-            e_cpu, c_cpu = statistics.median(t[1] for t in e), statistics.median(t[1] for t in c)
-            compile_s = sum(t[0] for t in compiled[:args.warmup]) - args.warmup * c_wall
-            gain = e_wall - c_wall
-            pays = compile_s / gain if gain > 0 else float("inf")
-            print(f"{cfg.stem:<20} {batch:>5} {1000 * e_wall:>9.2f} {1000 * c_wall:>11.2f} {e_wall / c_wall:>7.2f}x "
-                  f"{e_cpu / c_cpu:>11.2f}x {compile_s:>9.1f} {('never' if pays == float('inf') else f'{pays:.0f}'):>11}",
-                  flush=True)
-            rows.append({"preset": cfg.stem, "batch_size": batch, "eager_ms": 1000 * e_wall, "compiled_ms": 1000 * c_wall,
-                         "eager_cpu_ms": 1000 * e_cpu, "compiled_cpu_ms": 1000 * c_cpu, "compile_s": compile_s,
-                         "pays_after_steps": pays, "first_steps_s": [t[0] for t in compiled[:args.warmup]]})
+        eager = run(flags, args.steps, False)
+        compiled = run(flags, args.steps, True)
+        eager += run(flags, args.steps, False)
+        e = [t for t in eager[args.warmup:args.steps] + eager[args.steps + args.warmup:]]
+        c = compiled[args.warmup:]
+        e_wall, c_wall = statistics.median(t[0] for t in e), statistics.median(t[0] for t in c)
+        e_cpu, c_cpu = statistics.median(t[1] for t in e), statistics.median(t[1] for t in c)
+        compile_s = sum(t[0] for t in compiled[:args.warmup]) - args.warmup * c_wall
+        gain = e_wall - c_wall
+        pays = compile_s / gain if gain > 0 else float("inf")
+        print(f"{cfg.stem:<20} {batch:>5} {1000 * e_wall:>9.2f} {1000 * c_wall:>11.2f} {e_wall / c_wall:>7.2f}x "
+              f"{e_cpu / c_cpu:>11.2f}x {compile_s:>9.1f} {('never' if pays == float('inf') else f'{pays:.0f}'):>11}",
+              flush=True)
+        rows.append({"preset": cfg.stem, "batch_size": batch, "eager_ms": 1000 * e_wall, "compiled_ms": 1000 * c_wall,
+                     "eager_cpu_ms": 1000 * e_cpu, "compiled_cpu_ms": 1000 * c_cpu, "compile_s": compile_s,
+                     "pays_after_steps": pays, "first_steps_s": [t[0] for t in compiled[:args.warmup]]})
     print("ms = median wall time of a training step (data loading out); speed-up = eager / compiled (wall, and "
           "thread CPU); compile = wall time of the compiled run's first steps beyond steady compiled steps; "
           "pays after = compile / (eager - compiled) steps")

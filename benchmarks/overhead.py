@@ -122,6 +122,18 @@ def clocks() -> tuple[float, float]:
     return time.perf_counter(), time.thread_time()
 
 
+def preset_batches(only: set[str], ram_batches: str) -> Iterator[tuple[Path, int]]:
+    """(preset file, batch size) for every preset named in ``only`` (by file stem or model; all when empty): the
+    preset's own batch size, or each of ``ram_batches`` (comma-separated) for RAM."""
+    for cfg in sorted((ROOT / "configs").glob("*.yaml")):
+        preset = yaml.safe_load(cfg.read_text())
+        if only and cfg.stem not in only and preset.get("model") not in only:
+            continue
+        batches = [int(b) for b in ram_batches.split(",")] if preset["model"] == "ram" else [preset["batch_size"]]
+        for batch in batches:
+            yield cfg, batch
+
+
 def preset_flags(cfg: Path, batch_size: int, steps: int, epochs: int) -> tuple[dict[str, Any], str]:
     """The preset's flags for a run of ``epochs`` epochs of ``steps`` batches (and one validation batch)."""
     flags = {k: v for k, v in yaml.safe_load(cfg.read_text()).items() if k not in RUN_KEYS}
@@ -311,40 +323,35 @@ def main() -> None:
             + f" {'bench/plain':>11} {'cli/plain':>9} {'noviz/plain':>11} {'run cli/noviz':>13}")
     print(head)
     rows = []
-    for cfg in sorted((ROOT / "configs").glob("*.yaml")):
-        preset = yaml.safe_load(cfg.read_text())
-        if only and cfg.stem not in only and preset.get("model") not in only:
-            continue
-        batches = [int(b) for b in args.ram_batches.split(",")] if preset["model"] == "ram" else [preset["batch_size"]]
-        for batch in batches:
-            flags, source = preset_flags(cfg, batch, args.steps, args.epochs)
-            got: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
-            for _ in range(args.repeats):
-                for v in variants:
-                    if v.startswith("plain"):
-                        r = run_plain(flags, source, args.steps, args.epochs, compile=v.endswith("compiled"))
-                    else:
-                        r = run_trainer(flags, source, args.steps, args.epochs, v.replace("-compiled", ""),
-                                        compile=v.endswith("compiled"))
-                    got[v].append(r)
-            ms = {v: statistics.median(step_ms(r, args.warmup, CPU) for r in rs) for v, rs in got.items()}
-            wall = {v: statistics.median(step_ms(r, args.warmup, WALL) for r in rs) for v, rs in got.items()}
-            spread = {v: (min(step_ms(r, args.warmup, CPU) for r in rs), max(step_ms(r, args.warmup, CPU) for r in rs))
-                      for v, rs in got.items()}
-            low = {v: statistics.median(step_ms(r, args.warmup, CPU, 0.1) for r in rs) for v, rs in got.items()}
-            run = {v: statistics.median(1000 * r["run_s"][CPU] / (args.steps * args.epochs) for r in rs)
-                   for v, rs in got.items()}
-            name = cfg.stem + ("*" if source == "synthetic" else "")
-            line = (f"{name:<20} {batch:>5} " + " ".join(f"{ms[v]:>12.2f}" for v in variants)
-                    + f" {ms['bench'] / ms['plain']:>11.3f} {ms['cli'] / ms['plain']:>9.3f}"
-                    f" {ms['cli-noviz'] / ms['plain']:>11.3f} {run['cli'] / run['cli-noviz']:>13.3f}"
-                    f" {wall['cli'] / wall['plain']:>14.3f} {low['cli'] / low['plain']:>12.3f}")
-            if args.compile:
-                line += (f"  compiled plain {ms['plain'] / ms['plain-compiled']:.2f}x, "
-                         f"compiled cli {ms['plain'] / ms['cli-compiled']:.2f}x faster than eager plain")
-            print(line, flush=True)
-            rows.append({"preset": cfg.stem, "batch_size": batch, "source": source, "cpu_step_ms": ms, "wall_step_ms": wall, "cpu_step_ms_p10": low,
-                         "step_ms_min_max": spread, "cpu_run_ms_per_step": run})
+    for cfg, batch in preset_batches(only, args.ram_batches):
+        flags, source = preset_flags(cfg, batch, args.steps, args.epochs)
+        got: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+        for _ in range(args.repeats):
+            for v in variants:
+                if v.startswith("plain"):
+                    r = run_plain(flags, source, args.steps, args.epochs, compile=v.endswith("compiled"))
+                else:
+                    r = run_trainer(flags, source, args.steps, args.epochs, v.replace("-compiled", ""),
+                                    compile=v.endswith("compiled"))
+                got[v].append(r)
+        ms = {v: statistics.median(step_ms(r, args.warmup, CPU) for r in rs) for v, rs in got.items()}
+        wall = {v: statistics.median(step_ms(r, args.warmup, WALL) for r in rs) for v, rs in got.items()}
+        spread = {v: (min(step_ms(r, args.warmup, CPU) for r in rs), max(step_ms(r, args.warmup, CPU) for r in rs))
+                  for v, rs in got.items()}
+        low = {v: statistics.median(step_ms(r, args.warmup, CPU, 0.1) for r in rs) for v, rs in got.items()}
+        run = {v: statistics.median(1000 * r["run_s"][CPU] / (args.steps * args.epochs) for r in rs)
+               for v, rs in got.items()}
+        name = cfg.stem + ("*" if source == "synthetic" else "")
+        line = (f"{name:<20} {batch:>5} " + " ".join(f"{ms[v]:>12.2f}" for v in variants)
+                + f" {ms['bench'] / ms['plain']:>11.3f} {ms['cli'] / ms['plain']:>9.3f}"
+                f" {ms['cli-noviz'] / ms['plain']:>11.3f} {run['cli'] / run['cli-noviz']:>13.3f}"
+                f" {wall['cli'] / wall['plain']:>14.3f} {low['cli'] / low['plain']:>12.3f}")
+        if args.compile:
+            line += (f"  compiled plain {ms['plain'] / ms['plain-compiled']:.2f}x, "
+                     f"compiled cli {ms['plain'] / ms['cli-compiled']:.2f}x faster than eager plain")
+        print(line, flush=True)
+        rows.append({"preset": cfg.stem, "batch_size": batch, "source": source, "cpu_step_ms": ms, "wall_step_ms": wall, "cpu_step_ms_p10": low,
+                     "step_ms_min_max": spread, "cpu_run_ms_per_step": run})
     print(f"step = median start-to-start CPU time (this thread) of training batches (data loading included), {args.steps} "
           f"batches x {args.epochs} epochs, first {args.warmup} of each epoch left out, median of {args.repeats} "
           f"interleaved rounds; run = whole fit / steps (validation of one batch per epoch and, for cli, the "
