@@ -77,6 +77,11 @@ class SendSignal(Callback):
     def on_validation_start(self, trainer, pl_module):
         self._maybe("validation", trainer)
 
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.hook == "test_batch" and not self.sent and batch_idx == self.batch:  # any epoch: test comes after
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
@@ -189,19 +194,26 @@ def test_ctrl_c_in_the_last_validation_stops_before_test(tmp_path):
     assert torch.load(last, weights_only=True)["global_step"] == 4
 
 
-# 7. SIGUSR1 during start-up
+# 7. SIGUSR1 during start-up and during the test after training (which stops, requeues; the requeued run only tests)
 
 
-def test_sigusr1_during_start_up_saves_requeues_and_says_so(tmp_path, monkeypatch):
+def slurm_env(monkeypatch, tmp_path, scontrol: bool = True) -> Path:
+    """SLURM's variables for a one-task job 4242; with ``scontrol``, a fake one on PATH that logs its arguments."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "scontrol.log"
-    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
-    (bin_dir / "scontrol").chmod(0o755)
+    if scontrol:
+        (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+        (bin_dir / "scontrol").chmod(0o755)
     for k, v in dict(SLURM_JOB_ID="4242", SLURM_JOB_NAME="job", SLURM_NTASKS="1", SLURM_NTASKS_PER_NODE="1",
                      SLURM_NNODES="1", SLURM_NODEID="0", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_CPUS_PER_TASK="1",
-                     PATH=f"{bin_dir}:{os.environ['PATH']}").items():
+                     PATH=f"{bin_dir}:{os.environ['PATH']}" if scontrol else str(bin_dir)).items():
         monkeypatch.setenv(k, v)
+    return calls
+
+
+def test_sigusr1_during_start_up_saves_requeues_and_says_so(tmp_path, monkeypatch):
+    calls = slurm_env(monkeypatch, tmp_path)
     got = []
     previous = signal.signal(signal.SIGUSR1, lambda s, f: got.append(s))  # without the fix: not a killed pytest
     try:
@@ -216,6 +228,39 @@ def test_sigusr1_during_start_up_saves_requeues_and_says_so(tmp_path, monkeypatc
     assert calls.read_text().split() == ["requeue", "4242"]
     last = tmp_path / "runs" / NAME / "version_0" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == 0
+
+
+def test_sigusr1_during_final_test_requeues_and_the_requeued_run_only_tests(tmp_path, monkeypatch):
+    calls = slurm_env(monkeypatch, tmp_path)
+    flags = tiny_flags("ram", max_epochs=1, default_root_dir=str(tmp_path / "runs"), accelerator="cpu", devices=1,
+                       num_nodes=1, batch_size=4)  # 4 test batches: the signal comes before the first
+    previous = signal.signal(signal.SIGUSR1, lambda s, f: None)
+    try:
+        with pytest.raises(Interrupted, match=r"stopped by SLURM pre-emption \(SIGUSR1\) during test: training "
+                                              r"finished and saved .*best-epoch0-step8\.ckpt; requeued SLURM job "
+                                              r"4242 \(it continues with --resume=last\)"):
+            experiment.fit(flags, extra_callbacks=[SendSignal(signal.SIGUSR1, "test_batch")])
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert calls.read_text().split() == ["requeue", "4242"]
+    run = tmp_path / "runs" / NAME / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    requeued = experiment.fit({**flags, "resume": "last"})  # what the requeued job runs
+    assert requeued["global_step"] == 8 and "test/acc" in requeued["test"]  # nothing more trained; tested
+    assert Path(requeued["run_dir"]) == run
+
+
+def test_sigusr1_during_final_test_without_scontrol_says_how_to_test(tmp_path, monkeypatch):
+    slurm_env(monkeypatch, tmp_path, scontrol=False)
+    previous = signal.signal(signal.SIGUSR1, lambda s, f: None)
+    try:
+        with pytest.raises(Interrupted, match=r"during test: training finished and saved .*\.ckpt; not requeued: "
+                                              r"scontrol failed .*; test it with: python cli.py test --ckpt=.*\.ckpt$"):
+            experiment.fit(tiny_flags("ram", max_epochs=1, default_root_dir=str(tmp_path / "runs"),
+                                      accelerator="cpu", devices=1, num_nodes=1, batch_size=4),
+                           extra_callbacks=[SendSignal(signal.SIGUSR1, "test_batch")])
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 # 9. empty and impossible values

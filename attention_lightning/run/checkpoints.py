@@ -130,6 +130,15 @@ class LastCheckpoint(ModelCheckpoint):
         if asked:  # stop before this batch: the state on disk is exactly where training stopped
             raise StopTraining(self.stop(trainer))
 
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        """SIGUSR1 during the test after training: stop before this batch and requeue. Training is saved, so the
+        requeued run (``--resume=last``) finds it finished and runs only the test."""
+        asked = self.signals.signal == signal.SIGUSR1
+        if trainer.world_size > 1:  # every rank stops at the same batch
+            asked = trainer.strategy.reduce_boolean_decision(asked, all=False)
+        if asked:
+            raise StopTraining(self.stop(trainer))
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
             self.save(trainer)

@@ -190,8 +190,7 @@ def _train(flags: Mapping[str, Any], p: Plan, dm: pl.LightningDataModule, model:
             saved = f"the newest saved state is {last}"
         else:
             saved = f"saved {last}"
-        how = (f"{last_cb.requeued} (it continues with --resume=last)" if last_cb.requeued
-               else f"continue with: {resume_command(flags, summary['last_checkpoint'])}")
+        how = continue_how(last_cb.requeued, f"continue with: {resume_command(flags, summary['last_checkpoint'])}")
         raise Interrupted(f"stopped by {last_cb.stop_reason} in epoch {epoch} at step {step}: {saved}; {how}")
     if save_last and not Path(summary["last_checkpoint"]).is_file():
         with run_faults(run_dir):
@@ -206,9 +205,21 @@ def _train(flags: Mapping[str, Any], p: Plan, dm: pl.LightningDataModule, model:
                 ckpt = best or summary["last_checkpoint"]
                 raise Interrupted(f"stopped by Ctrl-C during test: training finished and saved {ckpt}; test it "
                                   f"with: python cli.py test --ckpt={shlex.quote(ckpt)}") from None
+            except StopTraining:  # SLURM pre-emption during the test (LastCheckpoint.on_test_batch_start)
+                ckpt = best or summary["last_checkpoint"]
+                how = continue_how(last_cb.requeued, f"test it with: python cli.py test --ckpt={shlex.quote(ckpt)}")
+                raise Interrupted(f"stopped by {last_cb.stop_reason} during test: training finished and saved "
+                                  f"{ckpt}; {how}") from None
         summary["test"] = results[0] if results else {}
     summary["global_step"] = trainer.global_step
     return summary
+
+
+def continue_how(requeued: str | None, otherwise: str) -> str:
+    """How a stopped run goes on: by itself when SLURM requeued it, else by ``otherwise`` (after why it was not)."""
+    if requeued and requeued.startswith("requeued"):
+        return f"{requeued} (it continues with --resume=last)"
+    return f"{requeued}; {otherwise}" if requeued else otherwise
 
 
 def checkpoint_plan(command: str, flags: dict[str, Any]) -> tuple[Path, Plan]:
