@@ -99,9 +99,9 @@ def test_box_pixels_at_edges_and_between_them():
 def test_boxes_that_leave_the_image_widen_the_panel_and_show_grey_outside_the_image():
     att = fake("dham", b=1)
     att.boxes = torch.tensor([[[[-1.3, -0.2, 0.2, 1.3]]]])
-    assert panels._limits(att, 0) == pytest.approx(1.3 * 1.03)
+    assert panels.panel_reach(att, 0) == pytest.approx(1.3 * 1.03)
     att.boxes = torch.tensor([[[[-5.0, -5.0, 5.0, 5.0]]]])
-    assert panels._limits(att, 0) == 1.6
+    assert panels.panel_reach(att, 0) == 1.6
     panel = viz.image_panel(np.full((4, 4, 3), 255, np.uint8), lim=2.0, size=160)  # the image spans pixels 40-119
     white = panel.min(-1) == 255
     assert white[40:120, 40:120].all() and white.sum() == 80 * 80
@@ -216,7 +216,7 @@ def test_grid_has_a_row_per_image_and_the_panels_of_each_model(kind, cols, acc_r
     row = viz.TITLE + p + caption + viz.GAP
     assert rgb.shape[0] == 2 * viz.MARGIN + 2 * row + acc_row * (round(0.9 * p) + viz.TITLE)
     first = rgb[viz.MARGIN + viz.TITLE:viz.MARGIN + viz.TITLE + p, viz.MARGIN:viz.MARGIN + p]
-    expected = viz.image_panel(panels._uint8(viz.image_rgb(att.images[:1]))[0], panels._limits(att, 0), size=p)
+    expected = viz.image_panel(panels.to_uint8(viz.image_rgb(att.images[:1]))[0], panels.panel_reach(att, 0), size=p)
     if att.boxes is None:
         assert np.array_equal(first, expected)  # the overview panel is the image panel
     else:
@@ -424,7 +424,7 @@ def test_a_diverged_model_still_draws():
     rgb = np.asarray(viz.attention_grid(att))
     clean = fake("pham", b=2, steps=3)
     assert rgb.shape == np.asarray(viz.attention_grid(clean)).shape
-    lim = panels._limits(att, 0)
+    lim = panels.panel_reach(att, 0)
     p = viz.panel_size(att)
-    panel = viz.image_panel(panels._uint8(viz.image_rgb(att.images[:1]))[0], lim, att.maps[0, 2], att.map_extent, p)
-    assert np.array_equal(panel, viz.image_panel(panels._uint8(viz.image_rgb(att.images[:1]))[0], lim, size=p))
+    panel = viz.image_panel(panels.to_uint8(viz.image_rgb(att.images[:1]))[0], lim, att.maps[0, 2], att.map_extent, p)
+    assert np.array_equal(panel, viz.image_panel(panels.to_uint8(viz.image_rgb(att.images[:1]))[0], lim, size=p))

@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..attention import Attention
-from .panels import (BLACK, CAPTION_WIDTH, FONT, GAP, MARGIN, RGB, SMALL, TITLE, WHITE, _accuracy_plot, draw_boxes,
-                     _font, image_panel, image_rgb, _limits, _name, panel_size, _pick, step_colors, _step_title,
-                     subset, _text, _uint8, view_panel, views_rgb)
+from .panels import (BLACK, CAPTION_WIDTH, FONT, GAP, MARGIN, RGB, SMALL, TITLE, WHITE, accuracy_plot, draw_boxes,
+                     font_at, image_panel, image_rgb, panel_reach, class_name, panel_size, pick, step_colors, step_title,
+                     subset, fit_text, to_uint8, view_panel, views_rgb)
 
 
 # --- pictures --------------------------------------------------------------------------------
@@ -39,8 +39,8 @@ def panel_titles(att: Attention, class_names: Sequence[str] | None = None) -> li
         row = []
         for col in _columns(att):
             if col[0] == "overview":
-                text, color = _step_title(att, i, steps - 1, class_names)
-                true = f" / {_name(int(att.labels[i]), class_names)}" if att.labels is not None else ""
+                text, color = step_title(att, i, steps - 1, class_names)
+                true = f" / {class_name(int(att.labels[i]), class_names)}" if att.labels is not None else ""
                 row.append((f"pred {text}{true}", color))
                 continue
             kind, t = col
@@ -49,7 +49,7 @@ def panel_titles(att: Attention, class_names: Sequence[str] | None = None) -> li
             if not many:
                 row.append((name, BLACK))
             else:
-                text, color = _step_title(att, i, min(t, steps - 1), class_names)
+                text, color = step_title(att, i, min(t, steps - 1), class_names)
                 row.append((f"{t + 1}: {name} -> {text}", color))
         out.append(row)
     return out
@@ -89,19 +89,19 @@ def attention_grid(
     acc_h = round(0.9 * size) + TITLE if acc is not None else 0
     pic = Image.new("RGB", (width, 2 * MARGIN + cell_h * n + acc_h), WHITE)
     draw = ImageDraw.Draw(pic)
-    images = _uint8(image_rgb(att.images))  # (N, H, W, 3)
+    images = to_uint8(image_rgb(att.images))  # (N, H, W, 3)
     views = views_rgb(att.views, att.images) if att.views is not None else None
     for i, titles in enumerate(panel_titles(att, class_names)):
-        y, lim = MARGIN + i * cell_h, _limits(att, i)
+        y, lim = MARGIN + i * cell_h, panel_reach(att, i)
         for j, (col, (text, color)) in enumerate(zip(cols, titles)):
             x = MARGIN + j * cell_w
-            _text(draw, (x + size / 2, y + TITLE - 2), text, color, cell_w)
+            fit_text(draw, (x + size / 2, y + TITLE - 2), text, color, cell_w)
             pic.paste(_cell(att, images, views, i, col, size, lim), (x, y + TITLE))
         for k, line in enumerate(lines[i]):
             draw.text((MARGIN + size / 2, y + TITLE + size + 1 + k * (SMALL + 2)), line, fill=BLACK,
-                      font=_font(SMALL), anchor="ma")
+                      font=font_at(SMALL), anchor="ma")
     if acc is not None:
-        pic.paste(_accuracy_plot(acc, n, width - 2 * MARGIN, acc_h), (MARGIN, MARGIN + cell_h * n))
+        pic.paste(accuracy_plot(acc, n, width - 2 * MARGIN, acc_h), (MARGIN, MARGIN + cell_h * n))
     return pic
 
 
@@ -110,7 +110,7 @@ def step_accuracy_figure(att: Attention) -> Image.Image:
     acc = att.detach_cpu().step_accuracy()
     if acc is None:
         raise ValueError("accuracy per step needs labels: this Attention has labels=None")
-    return _accuracy_plot(acc, att.images.shape[0], 400, 240)
+    return accuracy_plot(acc, att.images.shape[0], 400, 240)
 
 
 def attention_rows(
@@ -118,7 +118,7 @@ def attention_rows(
 ) -> list[np.ndarray]:
     """One RGB picture (H, W, 3) uint8 per image: its row of ``attention_grid``."""
     att = subset(att.detach_cpu(), max_images)
-    return [np.asarray(attention_grid(_pick(att, i), class_names=class_names, accuracy=False))
+    return [np.asarray(attention_grid(pick(att, i), class_names=class_names, accuracy=False))
             for i in range(att.images.shape[0])]
 
 
@@ -131,7 +131,7 @@ def step_frames(
     n, steps = att.images.shape[0], att.steps
     cols = min(columns, n)
     rows = -(-n // cols)
-    images = _uint8(image_rgb(att.images))  # (N, H, W, 3)
+    images = to_uint8(image_rgb(att.images))  # (N, H, W, 3)
     size = panel_size(att)
     cell_w, cell_h = size + GAP, TITLE + size + GAP
     top = MARGIN + TITLE + 4  # the frame's title band
@@ -139,16 +139,16 @@ def step_frames(
     for t in range(steps):
         pic = Image.new("RGB", (2 * MARGIN + cell_w * cols - GAP, top + cell_h * rows - GAP + MARGIN), WHITE)
         draw = ImageDraw.Draw(pic)
-        _text(draw, (pic.width / 2, MARGIN + TITLE), f"step {t + 1} of {steps}", BLACK, pic.width, px=FONT + 2)
+        fit_text(draw, (pic.width / 2, MARGIN + TITLE), f"step {t + 1} of {steps}", BLACK, pic.width, px=FONT + 2)
         for i in range(n):
             x, y = MARGIN + (i % cols) * cell_w, top + (i // cols) * cell_h
-            lim = _limits(att, i)
+            lim = panel_reach(att, i)
             m = att.maps[i, min(t, att.maps.shape[1] - 1)] if att.maps is not None else None
             panel = Image.fromarray(image_panel(images[i], lim, m, att.map_extent, size))
             if att.boxes is not None:
                 draw_boxes(panel, att.boxes[i], t + 1, lim, current=t if att.boxes.shape[1] > 1 else None)
-            text, color = _step_title(att, i, t, class_names)
-            _text(draw, (x + size / 2, y + TITLE - 2), text, color, cell_w)
+            text, color = step_title(att, i, t, class_names)
+            fit_text(draw, (x + size / 2, y + TITLE - 2), text, color, cell_w)
             pic.paste(panel, (x, y + TITLE))
         frames.append(np.asarray(pic))
     return frames

@@ -82,7 +82,7 @@ def subset(att: Attention, n: int) -> Attention:
                    views=cut(att.views), labels=cut(att.labels), captions=list(att.captions[:n]))
 
 
-def _pick(att: Attention, i: int) -> Attention:
+def pick(att: Attention, i: int) -> Attention:
     """Image ``i`` of ``att`` as a one-image Attention."""
     def cut(t: Tensor | None) -> Tensor | None:
         return None if t is None else t[i:i + 1]
@@ -93,7 +93,7 @@ def _pick(att: Attention, i: int) -> Attention:
 
 
 # --- text ------------------------------------------------------------------------------------
-def _name(k: int, class_names: Sequence[str] | None) -> str:
+def class_name(k: int, class_names: Sequence[str] | None) -> str:
     return str(class_names[k]) if class_names is not None and 0 <= k < len(class_names) else str(k)
 
 
@@ -102,32 +102,32 @@ def captions(att: Attention, class_names: Sequence[str] | None = None) -> list[s
     pred, conf = att.prediction()
     out = []
     for i in range(att.images.shape[0]):
-        text = f"pred {_name(int(pred[i]), class_names)} ({float(conf[i]):.0%})"
+        text = f"pred {class_name(int(pred[i]), class_names)} ({float(conf[i]):.0%})"
         if att.labels is not None:
-            text += f", true {_name(int(att.labels[i]), class_names)}"
+            text += f", true {class_name(int(att.labels[i]), class_names)}"
         if i < len(att.captions) and att.captions[i]:
             text += f" | {att.captions[i]}"
         out.append(text)
     return out
 
 
-def _step_title(att: Attention, i: int, t: int, class_names: Sequence[str] | None) -> tuple[str, RGB]:
+def step_title(att: Attention, i: int, t: int, class_names: Sequence[str] | None) -> tuple[str, RGB]:
     """'pred 3 (97%)' after step t of image i, and its colour (green right, red wrong, black unknown)."""
     conf, pred = att.probs[i, t].max(-1)
-    text = f"{_name(int(pred), class_names)} ({float(conf):.0%})"
+    text = f"{class_name(int(pred), class_names)} ({float(conf):.0%})"
     if att.labels is None:
         return text, BLACK
     return text, RIGHT if int(pred) == int(att.labels[i]) else WRONG
 
 
-def _uint8(x: np.ndarray) -> np.ndarray:
+def to_uint8(x: np.ndarray) -> np.ndarray:
     """Floats in [0, 1] -> uint8 0-255, rounded."""
     return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
 # --- pixels ----------------------------------------------------------------------------------
 @functools.cache
-def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def font_at(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """Pillow's bundled font at ``px`` pixels (loaded once per size)."""
     return ImageFont.load_default(px)
 
@@ -147,7 +147,7 @@ def step_colors(steps: int) -> list[RGB]:
     return [(round(255 * f), 255 - round(255 * f), 255) for f in (t / (steps - 1) for t in range(steps))]
 
 
-def _limits(att: Attention, i: int) -> float:
+def panel_reach(att: Attention, i: int) -> float:
     """Half width of an image panel: the image, widened (up to 1.6) to show boxes that leave it."""
     if att.boxes is None:
         return 1.0
@@ -254,7 +254,7 @@ def draw_boxes(panel: Image.Image, boxes: Tensor | np.ndarray, upto: int, lim: f
 @functools.cache
 def _step_label(number: int, color: RGB) -> Image.Image:
     """The number of a step, black on its colour (drawn once per number and colour)."""
-    font = _font(SMALL)
+    font = font_at(SMALL)
     left, top, right, bottom = font.getbbox(str(number))
     label = Image.new("RGB", (right - left + 3, bottom - top + 2), color)
     ImageDraw.Draw(label).text((1 - left, 1 - top), str(number), fill=BLACK, font=font)
@@ -272,16 +272,16 @@ def view_panel(view: np.ndarray, color: RGB, size: int = PANEL) -> Image.Image:
     out = np.full((size, size, 3), 255, np.uint8)
     top, left = (size - hh) // 2, (size - ww) // 2
     out[top - 2:top + hh + 2, left - 2:left + ww + 2] = color
-    out[top:top + hh, left:left + ww] = np.repeat(np.repeat(_uint8(view), rows, axis=0), cols, axis=1)
+    out[top:top + hh, left:left + ww] = np.repeat(np.repeat(to_uint8(view), rows, axis=0), cols, axis=1)
     return Image.fromarray(out)
 
 
-def _text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill: RGB, width: int, px: int = FONT,
+def fit_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, fill: RGB, width: int, px: int = FONT,
           anchor: str = "md") -> None:
     """Draw ``text`` at ``xy``, one pixel size smaller at a time (down to 7) until it fits ``width`` pixels."""
-    while px > 7 and draw.textlength(text, font=_font(px)) > width:
+    while px > 7 and draw.textlength(text, font=font_at(px)) > width:
         px -= 1
-    draw.text(xy, text, fill=fill, font=_font(px), anchor=anchor)
+    draw.text(xy, text, fill=fill, font=font_at(px), anchor=anchor)
 
 
 def _plot_frame(width: int, height: int) -> tuple[int, int, int, int]:
@@ -297,26 +297,26 @@ def plot_xy(t: float, a: float, steps: int, width: int, height: int) -> tuple[fl
     return x, bottom - (a + 0.02) / 1.04 * (bottom - top)
 
 
-def _accuracy_plot(acc: Tensor, n: int, width: int, height: int) -> Image.Image:
+def accuracy_plot(acc: Tensor, n: int, width: int, height: int) -> Image.Image:
     """The accuracy after each step (T,) as a line with dots on a (width, height) white picture, steps 1..T on x."""
     pic = Image.new("RGB", (width, height), WHITE)
     draw = ImageDraw.Draw(pic)
     left, top, right, bottom = _plot_frame(width, height)
     steps = acc.numel()
-    _text(draw, (width / 2, TITLE), f"accuracy after each step ({n} images)", BLACK, width)
+    fit_text(draw, (width / 2, TITLE), f"accuracy after each step ({n} images)", BLACK, width)
     for a in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = plot_xy(1, a, steps, width, height)[1]
         draw.line((left, y, right, y), fill=(230, 230, 230))
         if a in (0.0, 0.5, 1.0):
-            draw.text((left - 4, y), f"{a:.1f}", fill=BLACK, font=_font(SMALL), anchor="rm")
+            draw.text((left - 4, y), f"{a:.1f}", fill=BLACK, font=font_at(SMALL), anchor="rm")
     for t in range(1, steps + 1):
         x = plot_xy(t, 0, steps, width, height)[0]
         draw.line((x, top, x, bottom), fill=(230, 230, 230))
-        draw.text((x, bottom + 3), str(t), fill=BLACK, font=_font(SMALL), anchor="ma")
+        draw.text((x, bottom + 3), str(t), fill=BLACK, font=font_at(SMALL), anchor="ma")
     draw.rectangle((left, top, right, bottom), outline=BLACK)
-    draw.text(((left + right) / 2, height - 2), "step", fill=BLACK, font=_font(FONT), anchor="md")
-    label = Image.new("L", (int(draw.textlength("accuracy", font=_font(FONT))) + 2, FONT + 4), 0)
-    ImageDraw.Draw(label).text((1, 1), "accuracy", fill=255, font=_font(FONT))
+    draw.text(((left + right) / 2, height - 2), "step", fill=BLACK, font=font_at(FONT), anchor="md")
+    label = Image.new("L", (int(draw.textlength("accuracy", font=font_at(FONT))) + 2, FONT + 4), 0)
+    ImageDraw.Draw(label).text((1, 1), "accuracy", fill=255, font=font_at(FONT))
     label = label.rotate(90, expand=True)  # reads upwards, as a y label does
     pic.paste(BLACK, (2, (top + bottom - label.height) // 2), label)
     points = [plot_xy(t + 1, a, steps, width, height) for t, a in enumerate(acc.tolist())]

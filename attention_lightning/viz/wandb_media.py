@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..attention import Attention
-from .panels import captions, image_rgb, _name
+from .panels import captions, image_rgb, class_name
 
 
 # --- overlays for dashboards that draw boxes and masks themselves (wandb) -------------------------
@@ -36,7 +36,7 @@ def box_overlay(att: Attention, i: int, class_names: Sequence[str] | None = None
         scores = {"step": t + 1, "p_prediction": float(conf[p])}
         if att.labels is not None:
             scores["p_label"] = float(att.probs[i, p, int(att.labels[i])])
-        caption = f"{t + 1}: {_name(int(pred[p]), class_names)} ({float(conf[p]):.0%})"
+        caption = f"{t + 1}: {class_name(int(pred[p]), class_names)} ({float(conf[p]):.0%})"
         for x0, y0, x1, y1 in b[t].tolist():
             entries.append({"position": {"minX": x0, "minY": y0, "maxX": x1, "maxY": y1}, "class_id": t + 1,
                             "box_caption": caption, "scores": dict(scores)})
@@ -94,14 +94,14 @@ def wandb_table(att: Attention, class_names: Sequence[str] | None = None) -> Any
     images = wandb_examples(att, class_names)
     rows = []
     for i in range(att.images.shape[0]):
-        label = _name(int(att.labels[i]), class_names) if att.labels is not None else None
+        label = class_name(int(att.labels[i]), class_names) if att.labels is not None else None
         correct = bool(pred[i] == att.labels[i]) if att.labels is not None else None
         caption = att.captions[i] if i < len(att.captions) else ""
-        row = [images[i], label, _name(int(pred[i]), class_names), float(conf[i]), correct, caption]
+        row = [images[i], label, class_name(int(pred[i]), class_names), float(conf[i]), correct, caption]
         if steps > 1:
-            row.append(" > ".join(f"{_name(int(step_pred[i, t]), class_names)} ({float(step_conf[i, t]):.0%})"
+            row.append(" > ".join(f"{class_name(int(step_pred[i, t]), class_names)} ({float(step_conf[i, t]):.0%})"
                                   for t in range(steps)))
             for t in range(steps):
-                row += [_name(int(step_pred[i, t]), class_names), float(step_conf[i, t])]
+                row += [class_name(int(step_pred[i, t]), class_names), float(step_conf[i, t])]
         rows.append(row)
     return wandb.Table(columns=columns, data=rows)
