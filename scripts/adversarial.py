@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import csv
 import errno
+import importlib.util
 import io
 import logging
 import os
@@ -37,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("ATTENTION_LIGHTNING_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -45,9 +45,19 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 from pytorch_lightning import Callback  # noqa: E402
 
-import cli  # noqa: E402
 from attention_lightning.run import commands as experiment  # noqa: E402
 from attention_lightning.run.plan import UserError  # noqa: E402
+
+
+def _load_cli():
+    """The repository's ``cli.py`` as a module (it is a script, not part of the installed package)."""
+    spec = importlib.util.spec_from_file_location("cli", ROOT / "cli.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cli = _load_cli()
 
 NAME = "ram-cluttered_mnist"
 TINY = ["--model=ram", "--data=cluttered_mnist", "--digits=embedded", "--variant=translated", "--canvas_size=40",
