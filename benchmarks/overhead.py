@@ -24,9 +24,11 @@ disk run on random tensors of its shape (``*``). PHAM presets time phase 1.
     OMP_NUM_THREADS=1 python -m benchmarks.overhead [--only=ram_mnist,han_vqa] [--steps=40] [--warmup=5]
         [--epochs=2] [--repeats=3] [--compile] [--paired] [--json=benchmarks/results/overhead.json]
 
-``--paired``: instead of whole runs interleaved, ``cli`` hosts ``plain``: at the start of each of its training
-batches one step of ``plain`` (loading included) runs, timed on its own and left out of ``cli``'s interval, so
-each ``cli`` step has a ``plain`` step beside it under the same load; the ratio is the median of the per-pair ratios.
+``--paired [--host=bench] [--without=ModelSummary,...]``: instead of whole runs interleaved, ``cli`` hosts
+``plain``: at the start of each of its training batches one step of ``plain`` (loading included) runs, timed on
+its own and left out of ``cli``'s interval, so each ``cli`` step has a ``plain`` step beside it under the same
+load; the ratio is the median of the per-pair ratios. ``--host=bench``: a bare ``Trainer.fit`` hosts ``plain``
+instead (Lightning's own loop, nothing of ours); ``--without``: the cli Trainer without the named callbacks.
 
 Targets: ``cli`` step within 10% of ``plain`` for RAM at batch 20, within 5% for every other
 preset. ``--compile`` adds ``plain`` and ``cli`` with ``--compile=true`` (``AttentionModel.compile_step``).
@@ -223,8 +225,9 @@ def timed_epochs(loader: Any, epochs: int, step: Any) -> dict[str, Any]:
 
 
 def run_trainer(flags: dict[str, Any], source: str, steps: int, epochs: int, kind: str,
-                compile: bool = False, timer: Any = None) -> dict[str, float]:
-    """``Trainer.fit`` as the benchmarks (``bench``) or as ``cli.py fit`` (``cli``, ``cli-noviz``) build it."""
+                compile: bool = False, timer: Any = None, without: frozenset[str] = frozenset()) -> dict[str, float]:
+    """``Trainer.fit`` as the benchmarks (``bench``) or as ``cli.py fit`` (``cli``, ``cli-noviz``) build it; for
+    ``cli``, without the callbacks whose class names are in ``without`` (to measure what they cost)."""
     timer = timer if timer is not None else Intervals()
     if kind == "bench":
         p = experiment.plan({**flags, "logger": "none"})
@@ -246,6 +249,7 @@ def run_trainer(flags: dict[str, Any], source: str, steps: int, epochs: int, kin
         if compile:
             model.compile_step()
         trainer = experiment.make_trainer(p, run_dir, [timer])
+        trainer.callbacks = [c for c in trainer.callbacks if type(c).__name__ not in without]
         t0 = clocks()
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):  # the progress bar: drawn, not shown
             trainer.fit(model, datamodule=dm)
@@ -262,9 +266,13 @@ def step_ms(result: dict[str, Any], warmup: int, clock: int, q: float = 0.5) -> 
 def paired(cfgs: list[Path], args: argparse.Namespace) -> None:
     """Per preset: ``cli`` hosting ``plain`` as a guest (``Guests``): step i of each back to back, the same load on
     both; medians of each one's step and of the per-pair ratio cli/plain, in thread CPU and wall time."""
-    print(f"{'preset':<20} {'batch':>5} {'clock':>5} {'plain ms':>9} {'cli ms':>9} {'cli/plain':>9} {'pairs':>5}  "
-          f"per round cli/plain")
+    host = args.host
+    print(f"{'preset':<20} {'batch':>5} {'clock':>5} {'plain ms':>9} {host + ' ms':>9} {host + '/plain':>11} "
+          f"{'pairs':>5}  per round {host}/plain")
     rows = []
+    without = frozenset(filter(None, args.without.split(",")))
+    if without:
+        print(f"cli without the callbacks {', '.join(sorted(without))}")
     for cfg in cfgs:
         preset = yaml.safe_load(cfg.read_text())
         batches = [int(b) for b in args.ram_batches.split(",")] if preset["model"] == "ram" else [preset["batch_size"]]
@@ -273,7 +281,7 @@ def paired(cfgs: list[Path], args: argparse.Namespace) -> None:
             rounds = []
             for _ in range(args.repeats):
                 timer = Guests({"plain": endless(*plain_setup(flags, source, args.steps))})
-                run_trainer(flags, source, args.steps, args.epochs, "cli", timer=timer)
+                run_trainer(flags, source, args.steps, args.epochs, args.host, timer=timer, without=without)
                 rounds.append([p for epoch in timer.pairs for p in epoch[args.warmup:]])
             pooled = [p for r in rounds for p in r]
             name = cfg.stem + ("*" if source == "synthetic" else "")
@@ -284,7 +292,7 @@ def paired(cfgs: list[Path], args: argparse.Namespace) -> None:
                 ratio = statistics.median(p["host"][clock] / p["plain"][clock] for p in pooled)
                 per_round = [statistics.median(p["host"][clock] / p["plain"][clock] for p in r) for r in rounds]
                 row[label] = {"plain_ms": plain_ms, "cli_ms": cli_ms, "cli/plain": ratio, "per_round": per_round}
-                print(f"{name:<20} {batch:>5} {label:>5} {plain_ms:>9.2f} {cli_ms:>9.2f} {ratio:>9.3f} {len(pooled):>5}  "
+                print(f"{name:<20} {batch:>5} {label:>5} {plain_ms:>9.2f} {cli_ms:>9.2f} {ratio:>11.3f} {len(pooled):>5}  "
                       + " ".join(f"{x:.3f}" for x in per_round), flush=True)
             rows.append(row)
     print(f"pairs: step i of cli (Trainer.fit as cli.py fit builds it) and of plain back to back; {args.steps} batches x "
@@ -292,7 +300,7 @@ def paired(cfgs: list[Path], args: argparse.Namespace) -> None:
           f"medians of per-pair ratios; cpu = time.thread_time of the training thread; * = random tensors of the "
           f"dataset's shape")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"mode": "paired", "results": rows, "args": vars(args),
+    Path(args.json).write_text(json.dumps({"mode": "paired", "host": host, "results": rows, "args": vars(args),
                                            "load_average_end": os.getloadavg()}, indent=2))
 
 
@@ -307,6 +315,10 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also time plain and cli with compile_step()")
     ap.add_argument("--json", default="benchmarks/results/overhead.json")
     ap.add_argument("--paired", action="store_true", help="cli with plain stepped between its steps (pairs)")
+    ap.add_argument("--host", default="cli", choices=["cli", "bench"],
+                    help="with --paired: the Trainer that hosts plain: cli.py fit's, or a bare Trainer.fit (bench)")
+    ap.add_argument("--without", default="", help="with --paired: callback classes (comma-separated) the cli Trainer "
+                                                  "is built without, e.g. ModelSummary,AttentionLogger (what they cost)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     if args.paired:
