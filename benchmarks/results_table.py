@@ -245,7 +245,9 @@ def cells_table() -> str:
         pixels = c.get("pixels_seen") or [1.0]
         lines.append(f"| {c['task']} | {c['method']} | {c['seed']} | {100 * c['test_acc']:.1f} | {mc} | {picks} | "
                      f"{pixels[-1]:.3f} | {c['macs_per_image'] / 1e6:.2f} | {c['train_images_per_s']:.0f} | "
-                     f"{c['wall_s'] / 3600:.2f} |")
+                     f"{c['wall_s'] / 3600:.2f}{'*' if c.get('resumed') else ''} |")
+    if any(c.get("resumed") for c in load_cells(RESULTS / "fashion")):
+        lines.append("\n\\* resumed after its worker was stopped: the wall time after the resume.")
     return "\n".join(lines) + "\n"
 
 
@@ -256,10 +258,14 @@ def cost_line(cells: Iterable[dict[str, Any]] | None = None) -> str:
     measured = [c["cpu_s"] for c in runs.values() if c.get("cpu_s") is not None]
     walls = [c["wall_s"] for c in runs.values() if c.get("cpu_s") is None]
     hours = (sum(measured) + sum(walls)) / 3600
-    line = f"CPU spent on the {len(runs)} finished runs: {hours:.1f} CPU-hours"
+    resumed = sum(1 for c in runs.values() if c.get("resumed"))
+    line = f"CPU spent on the {len(runs)} finished runs: {'at least ' if resumed else ''}{hours:.1f} CPU-hours"
     if walls:
         line += (f" ({len(measured)} runs by their process's user + system time, {len(walls)} recorded before "
                  "that was kept, counted by their training wall time: one thread on shared cores, so more than its CPU)")
+    if resumed:
+        line += (f"; {resumed} run{'s' if resumed > 1 else ''} resumed after a stop "
+                 f"count{'' if resumed > 1 else 's'} only the part after it")
     return line + ".\n"
 
 

@@ -114,3 +114,6 @@ def test_grid_cost_counts_each_run_once_and_says_which_were_estimated():
     assert line.startswith("CPU spent on the 2 finished runs: 2.0 CPU-hours")  # (1800 + 5400) / 3600
     assert "1 runs by their process's user + system time, 1 recorded before" in line
     assert rt.cost_line([eig]).startswith("CPU spent on the 1 finished runs: 0.5 CPU-hours.")
+    resumed = {"command": "fit cnn", "cpu_s": 900.0, "wall_s": 1000.0, "resumed": True}  # its time before the stop is lost
+    assert rt.cost_line([eig, resumed]) == ("CPU spent on the 2 finished runs: at least 0.8 CPU-hours; 1 run resumed "
+                                            "after a stop counts only the part after it.\n")
