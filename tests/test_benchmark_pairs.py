@@ -29,3 +29,24 @@ def test_endless_steps_over_epochs_one_batch_per_next():
     for _ in range(5):
         next(steps)
     assert seen == [1, 2, 1, 2, 1]
+
+
+class SeesCallbacks(overhead.Intervals):
+    """The timer, also noting which callbacks the Trainer runs."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.names = {type(c).__name__ for c in trainer.callbacks}
+
+
+def test_cli_host_without_named_callbacks_runs_without_them_and_keeps_the_rest():
+    from tiny import tiny_flags
+
+    flags = {k: v for k, v in tiny_flags("ram").items() if k not in ("logger", "viz_images")}
+    flags.update(num_workers=0, accelerator="cpu", seed=0, enable_model_summary=True)
+    full, lean = SeesCallbacks(), SeesCallbacks()
+    overhead.run_trainer(flags, "real", 4, 1, "cli", timer=full)
+    result = overhead.run_trainer(flags, "real", 4, 1, "cli", timer=lean, without=frozenset({"ModelSummary",
+                                                                                          "AttentionLogger"}))
+    assert {"ModelSummary", "AttentionLogger", "LastCheckpoint"} <= full.names
+    assert full.names - lean.names == {"ModelSummary", "AttentionLogger"}
+    assert len(result["times"][0]) == 3  # 4 training batches: 3 start-to-start intervals, still timed
