@@ -17,7 +17,8 @@ import attention_lightning
 from attention_lightning import registry
 from attention_lightning.run import commands as experiment
 from attention_lightning.attention import draw_attention, first_items
-from attention_lightning.run.export import CARD, CONFIG, PICTURE, WEIGHTS, check_out, export, export_model, sha256
+from attention_lightning.run.export import (CARD, CONFIG, PICTURE, WEIGHTS, check_out, export, export_model, model_card,
+                                            sha256)
 from attention_lightning.run.pretrained import PretrainedError, from_pretrained
 from tests.tiny import tiny_flags
 
@@ -86,6 +87,16 @@ def test_config_records_arguments_and_data_facts(tmp_path):
     header = card.split("---")[1]
     assert "library_name: attention-lightning" in header and "- vqa_scenes" in header and "- accuracy" in header
     assert "visual-question-answering" in header and "Malinowski" in card and f"]({PICTURE})" in card
+
+
+@pytest.mark.parametrize("digits,hub", [("fashion", "zalando-datasets/fashion_mnist"), ("embedded", "ylecun/mnist"),
+                                        ("auto", None)])
+def test_card_names_the_dataset_the_objects_come_from(exported, digits, hub):
+    config = json.loads((exported[0] / CONFIG).read_text())
+    config["data"]["flags"]["digits"] = digits
+    header = model_card(config, {}, with_picture=False).split("---")[1]
+    listed = header.split("datasets:\n", 1)[1].split("metrics:", 1)[0].split()
+    assert listed == ["-", "cluttered_mnist"] + (["-", hub] if hub else [])
 
 
 @pytest.fixture(scope="module")

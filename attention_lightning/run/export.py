@@ -259,6 +259,16 @@ def _yaml_list(values: list[str]) -> str:
     return "".join(f"- {v}\n" for v in values)
 
 
+# where a datamodule draws its objects from a public dataset: that dataset's Hub id, for the card's metadata
+OBJECT_DATASETS = {"fashion": "zalando-datasets/fashion_mnist", "mnist": "ylecun/mnist", "embedded": "ylecun/mnist"}
+
+
+def source_datasets(data: Mapping[str, Any]) -> list[str]:
+    """The card's ``datasets``: the datamodule, then the Hub id of the dataset its objects come from, if any."""
+    hub = OBJECT_DATASETS.get(str((data.get("flags") or {}).get("digits")))
+    return [data["name"]] + ([hub] if hub else [])
+
+
 def model_card(config: Mapping[str, Any], run: Mapping[str, Any], with_picture: bool) -> str:
     """README.md in the Hub's model card format: YAML metadata, then the card."""
     name, data = config["model"], config["data"]
@@ -269,7 +279,7 @@ def model_card(config: Mapping[str, Any], run: Mapping[str, Any], with_picture: 
     acc = metrics.get("test/acc")
     header = ["---", "library_name: attention-lightning", "tags:",
               _yaml_list(["attention-lightning", "hard-attention", task, "pytorch-lightning", name]).rstrip("\n"),
-              "datasets:", _yaml_list([data["name"]]).rstrip("\n"), "metrics:", "- accuracy"]
+              "datasets:", _yaml_list(source_datasets(data)).rstrip("\n"), "metrics:", "- accuracy"]
     if acc is not None:
         header += ["model-index:", f"- name: {name}-{data['name']}", "  results:", "  - task:",
                    f"      type: {task}", "    dataset:", f"      name: {data['name']}", f"      type: {data['name']}",
