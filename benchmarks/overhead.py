@@ -320,6 +320,8 @@ def main() -> None:
     ap.add_argument("--without", default="", help="with --paired: callback classes (comma-separated) the cli Trainer "
                                                   "is built without, e.g. ModelSummary,AttentionLogger (what they cost)")
     args = ap.parse_args()
+    if args.without and args.host != "cli":
+        ap.error("--without leaves callbacks out of the cli Trainer; a bare one (--host=bench) has none of ours")
     only = set(filter(None, args.only.split(",")))
     if args.paired:
         experiment.cheap_cuda_probe()  # as cli.py fit does, for both sides of every pair

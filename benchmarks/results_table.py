@@ -237,7 +237,8 @@ def cells_table() -> str:
     """Every cell of the full-size grid that has finished: accuracy, MACs, pixels seen, time."""
     lines = ["| task | method | seed | test acc | MC acc | acc after glimpse 1 / 2 / 4 / last | pixels seen | "
              "MMACs/img | train img/s | fit wall h |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for c in load_cells(RESULTS / "fashion"):
+    cells = load_cells(RESULTS / "fashion")
+    for c in cells:
         steps = c.get("acc_steps") or []
         picks = " / ".join(f"{100 * steps[t]:.1f}" for t in (0, 1, 3, len(steps) - 1) if t < len(steps)) \
             if len(steps) > 1 else "-"
@@ -246,7 +247,7 @@ def cells_table() -> str:
         lines.append(f"| {c['task']} | {c['method']} | {c['seed']} | {100 * c['test_acc']:.1f} | {mc} | {picks} | "
                      f"{pixels[-1]:.3f} | {c['macs_per_image'] / 1e6:.2f} | {c['train_images_per_s']:.0f} | "
                      f"{c['wall_s'] / 3600:.2f}{'*' if c.get('resumed') else ''} |")
-    if any(c.get("resumed") for c in load_cells(RESULTS / "fashion")):
+    if any(c.get("resumed") for c in cells):
         lines.append("\n\\* resumed after its worker was stopped: the wall time after the resume.")
     return "\n".join(lines) + "\n"
 
